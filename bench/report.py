@@ -1,0 +1,327 @@
+"""Turns benchmark measurements into verdicts and Markdown: the targets of issue 2, the table, the profile.
+
+Why apart from bench/run.py: run.py orchestrates processes; this module is pure (numbers in, text out), so the
+target arithmetic can be read in one place: what "the in-process limit" is, which ratio each target compares,
+and by how much a missed target is missed.
+
+The in-process limit at concurrency c is the best items/s that a sequential `session.run` loop reaches at
+any measured batch size <= c (a server answering c closed-loop clients can never form a larger batch), with
+the same ONNX Runtime settings as modelserve. Taking the best over batch sizes makes the limit strict: a
+server that forms smaller batches than it could is measured against what bigger batches would have given.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+TARGET_MLP_VS_KSERVE = 3.0
+TARGET_CNN_BINARY = 0.90
+TARGET_CNN_JSON = 0.40
+TARGET_MLP_P99_MS = 2.0
+
+
+@dataclass
+class Run:
+    """One measured wrk run (after its warm-up)."""
+
+    system: str
+    model: str
+    proto: str
+    conc: int
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    errors: int = 0
+    mean_batch: float | None = None
+    failure: str | None = None
+    server_cpu: float = 0.0  # percent of one core, during the measured window
+    client_cpu: float = 0.0  # wrk
+    other_cpu: float = 0.0  # everything else on the machine
+
+
+@dataclass
+class Evaluation:
+    target: str
+    measured: str
+    met: bool | None  # None: could not be measured
+    detail: str
+
+
+InProcess = dict[str, dict[int, float]]  # model -> batch size -> items/s
+
+
+def find(runs: list[Run], system: str, model: str, proto: str, conc: int) -> Run | None:
+    for run in runs:
+        if (run.system, run.model, run.proto, run.conc) == (
+            system,
+            model,
+            proto,
+            conc,
+        ) and run.failure is None:
+            return run
+    return None
+
+
+def limit(inproc: InProcess, model: str, conc: int) -> tuple[float, int] | None:
+    """(items/s, batch size) of the best in-process rate at batch <= conc."""
+    rates = [(rate, batch) for batch, rate in inproc.get(model, {}).items() if batch <= conc]
+    return max(rates) if rates else None
+
+
+def _ratio_target(name: str, num: Run | None, den: float | None, den_label: str, goal: float) -> Evaluation:
+    if num is None or not den:
+        return Evaluation(name, "not measured", None, "a run failed or was not selected (see the table)")
+    ratio = num.rps / den
+    met = ratio >= goal
+    gap = "" if met else f"; missed by {goal - ratio:.2f} ({(goal * den - num.rps):.1f} req/s short)"
+    return Evaluation(
+        name, f"{ratio:.2f} ({num.rps:.1f} / {den:.1f} req/s {den_label})", met, f"needs >= {goal:g}{gap}"
+    )
+
+
+def evaluate(runs: list[Run], inproc: InProcess) -> list[Evaluation]:
+    out: list[Evaluation] = []
+    kserve = find(runs, "kserve", "mlp", "binary", 32)
+    out.append(
+        _ratio_target(
+            "MLP binary c=32 >= 3x KServe",
+            find(runs, "modelserve", "mlp", "binary", 32),
+            kserve.rps if kserve else None,
+            "KServe",
+            TARGET_MLP_VS_KSERVE,
+        )
+    )
+    lim = limit(inproc, "cnn", 8)
+    for proto, goal in (("binary", TARGET_CNN_BINARY), ("json", TARGET_CNN_JSON)):
+        out.append(
+            _ratio_target(
+                f"CNN {proto} c=8 >= {goal:.0%} of in-process",
+                find(runs, "modelserve", "cnn", proto, 8),
+                lim[0] if lim else None,
+                f"in-process, batch {lim[1]}" if lim else "",
+                goal,
+            )
+        )
+    for proto in ("binary", "json"):
+        run = find(runs, "modelserve", "mlp", proto, 1)
+        name = f"MLP {proto} p99 at c=1 < 2 ms"
+        if run is None:
+            out.append(Evaluation(name, "not measured", None, "the run failed or was not selected"))
+            continue
+        met = run.p99_ms < TARGET_MLP_P99_MS
+        out.append(
+            Evaluation(
+                name,
+                f"{run.p99_ms:.2f} ms (p50 {run.p50_ms:.2f} ms)",
+                met,
+                "under 2 ms" if met else f"missed by {run.p99_ms - TARGET_MLP_P99_MS:.2f} ms",
+            )
+        )
+    return out
+
+
+def _fmt(run: Run | None) -> str:
+    if run is None:
+        return "- | - | -"
+    return f"{run.rps:.1f} | {run.p50_ms:.2f} | {run.p99_ms:.2f}"
+
+
+def table(runs: list[Run], inproc: InProcess) -> str:
+    lines = [
+        "| model | body | c | KServe req/s | p50 ms | p99 ms | modelserve req/s | p50 ms | p99 ms "
+        "| ms / KServe | ms / in-process | mean batch |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    keys = sorted(
+        {(r.model, r.proto, r.conc) for r in runs},
+        key=lambda k: (["mlp", "cnn"].index(k[0]) if k[0] in ("mlp", "cnn") else 9, k[1], k[2]),
+    )
+    for model, proto, conc in keys:
+        ks, ms = find(runs, "kserve", model, proto, conc), find(runs, "modelserve", model, proto, conc)
+        lim = limit(inproc, model, conc)
+        vs_ks = f"{ms.rps / ks.rps:.2f}x" if ms and ks else "-"
+        vs_lim = f"{ms.rps / lim[0]:.0%}" if ms and lim else "-"
+        batch = f"{ms.mean_batch:.2f}" if ms and ms.mean_batch is not None else "-"
+        lines.append(
+            f"| {model} | {proto} | {conc} | {_fmt(ks)} | {_fmt(ms)} | {vs_ks} | {vs_lim} | {batch} |"
+        )
+    return "\n".join(lines)
+
+
+def failures(runs: list[Run]) -> list[str]:
+    return [f"{r.system} {r.model} {r.proto} c={r.conc}: {r.failure}" for r in runs if r.failure]
+
+
+def cpu_table(runs: list[Run]) -> str:
+    """CPU use during each measured run, in percent of one core (the machine has nproc x 100)."""
+    lines = ["| system | model | body | c | server | wrk | others |", "|---|---|---|---:|---:|---:|---:|"]
+    for r in runs:
+        if r.failure is None:
+            lines.append(
+                f"| {r.system} | {r.model} | {r.proto} | {r.conc} | {r.server_cpu:.0f} | {r.client_cpu:.0f} "
+                f"| {r.other_cpu:.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def inproc_table(inproc: InProcess, flops: dict[str, int]) -> str:
+    lines = ["| model | batch | items/s | GFLOP/s |", "|---|---:|---:|---:|"]
+    for model, rates in inproc.items():
+        for batch, rate in sorted(rates.items()):
+            lines.append(f"| {model} | {batch} | {rate:.1f} | {rate * flops.get(model, 0) / 1e9:.1f} |")
+    return "\n".join(lines)
+
+
+def verdicts(evals: list[Evaluation]) -> str:
+    lines = ["| target | measured | verdict |", "|---|---|---|"]
+    for e in evals:
+        mark = {True: "**met**", False: "**missed**", None: "not measured"}[e.met]
+        lines.append(f"| {e.target} | {e.measured} | {mark}: {e.detail} |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- profile
+_FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^():]+?)(?::\d+)?\)$")
+
+
+def _short(frame: str) -> str:
+    """'encode (modelserve_server/protocol/http/codec.py:123)' -> 'modelserve_server/.../codec.py:encode'."""
+    m = _FRAME.match(frame.strip())
+    if not m:
+        return frame.strip()
+    path = m.group("file")
+    for marker in ("site-packages/", "/lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    path = re.sub(r"^/work/main/(server/)?", "", path)
+    return f"{path}:{m.group('func')}"
+
+
+def summarize_profile(raw: Path, top: int = 12) -> str:
+    """py-spy `--format raw --threads` stacks -> share per thread, hottest own-time and modelserve frames."""
+    threads: Counter[str] = Counter()
+    self_time: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        threads[frames[0]] += count
+        if len(frames) > 1:
+            self_time[_short(frames[-1])] += count
+        for name in {_short(f) for f in frames[1:] if "modelserve_server" in f}:
+            inclusive[name] += count
+    if total == 0:
+        return "(no samples)"
+
+    def rows(counter: Counter[str]) -> list[str]:
+        return [f"| {n / total:.1%} | `{name}` |" for name, n in counter.most_common(top)]
+
+    parts = [
+        f"{total} samples (all threads, idle included).",
+        "",
+        "| share | thread |",
+        "|---:|---|",
+        *[f"| {n / total:.1%} | {name} |" for name, n in threads.most_common(6)],
+        "",
+        "Hottest frames by own time:",
+        "",
+        "| share | frame |",
+        "|---:|---|",
+        *rows(self_time),
+        "",
+        "modelserve frames by inclusive time:",
+        "",
+        "| share | frame |",
+        "|---:|---|",
+        *rows(inclusive),
+    ]
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------- RESULTS
+def write_section(path: Path, section: str, heading: str = "## Server") -> None:
+    """Replaces the `heading` section of `path` (up to the next '## ' heading), keeping all other sections."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    lines = text.splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.strip() == heading), None)
+    new = section.rstrip("\n").splitlines()
+    if start is None:
+        lines = [*lines, "", *new] if lines else new
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        tail = lines[end:]
+        lines = [*lines[:start], *new, *([""] if tail else []), *tail]
+    path.write_text("\n".join(lines).rstrip("\n") + "\n")
+
+
+def render_section(
+    *,
+    facts: dict[str, str],
+    load_note: str,
+    commands: list[str],
+    settings: str,
+    flops: dict[str, int],
+    inproc: InProcess,
+    runs: list[Run],
+    evals: list[Evaluation],
+    profiles: dict[str, str],
+    notes: list[str],
+    started: str,
+    minutes: float,
+    cpu: str,
+) -> str:
+    out = [
+        "## Server",
+        "",
+        f"Measured {started} in {minutes:.1f} min by `make bench` on this machine: "
+        + ", ".join(f"{k} {v}" for k, v in facts.items())
+        + ".",
+        "",
+        f"Background during the run: {load_note}.",
+        "",
+        "### Commands",
+        "",
+        "```",
+        *commands,
+        "```",
+        "",
+        f"ONNX Runtime settings, identical for all three: {settings}.",
+        "",
+        "### Targets",
+        "",
+        verdicts(evals),
+        "",
+        "### Throughput and latency (wrk, closed loop, batch-1 requests)",
+        "",
+        table(runs, inproc),
+        "",
+        "ms / in-process: modelserve's req/s over the in-process limit at the same concurrency "
+        "(best items/s at batch <= c). mean batch: batches modelserve's batcher formed during the run.",
+        "",
+        "### CPU during each measured run (percent of one core)",
+        "",
+        cpu,
+        "",
+        "### In-process ONNX Runtime (the limit)",
+        "",
+        "Model cost: " + ", ".join(f"{m} {f / 1e6:.3f} MFLOP/item" for m, f in flops.items()) + ".",
+        "",
+        inproc_table(inproc, flops),
+        "",
+    ]
+    failed = failures(runs)
+    if failed:
+        out += ["### Failed runs", "", *[f"- {f}" for f in failed], ""]
+    for name, summary in profiles.items():
+        out += [f"### Profile: modelserve, {name}", "", summary, ""]
+    if notes:
+        out += ["### Notes", "", *[f"- {n}" for n in notes], ""]
+    return "\n".join(out)

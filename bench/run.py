@@ -1,0 +1,502 @@
+"""Issue 2's benchmark: modelserve vs KServe's Python ModelServer vs in-process ONNX Runtime, on this machine.
+
+Why one script: the targets are ratios (modelserve / KServe, modelserve / the in-process limit), and ratios
+only mean something when every number comes from the same run, on the same machine, under the same
+background load. So this script builds the models (bench/models.py), pre-builds the request bodies, measures
+the in-process ONNX Runtime limit with modelserve's session settings, starts KServe (from its own virtualenv,
+made here on first use) and modelserve on 127.0.0.1, checks every answer against in-process ONNX Runtime,
+drives both servers in turn with `wrk` (closed loop, batch-1 requests, JSON and Triton's binary tensor
+extension, concurrency 1/8/32), prints the table and writes the "Server" section of bench/RESULTS.md
+(bench/report.py; other sections are kept). CPU use of server, wrk and everything else is recorded per run.
+
+    .venv/bin/python bench/run.py            # full run (make bench), ~8 minutes
+    .venv/bin/python bench/run.py --quick    # smoke run, ~2 minutes, RESULTS.md untouched unless --write
+
+Where a modelserve target is missed, modelserve is profiled with py-spy (installed in the KServe venv) in
+the scenario of that target and the hottest frames go into RESULTS.md beside the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from models import INPUT_NAME, OUTPUT_NAME, ModelSpec, ensure_models  # noqa: E402
+from report import (  # noqa: E402
+    Evaluation,
+    InProcess,
+    Run,
+    cpu_table,
+    evaluate,
+    failures,
+    render_section,
+    summarize_profile,
+    table,
+    write_section,
+)
+from server_kserve import make_session  # noqa: E402
+from server_procs import CpuWindow, Server, batch_stats, check_answer, free_port  # noqa: E402
+
+ROOT = BENCH.parent
+CACHE = BENCH / ".cache"
+KSERVE_VENV = BENCH / ".venv-kserve"
+KSERVE_PKGS = ["kserve==0.21.0", "numpy", "py-spy"]  # + the onnxruntime version of our own venv
+LUA = BENCH / "lua" / "infer.lua"
+RESULTS = BENCH / "RESULTS.md"
+BUSY_LOAD = 0.5  # 1-min load average above which a run is marked as disturbed
+
+# The scenario (model, body, concurrency) behind each target, for profiling.
+TARGET_SCENARIOS = {
+    "MLP binary c=32": ("mlp", "binary", 32),
+    "CNN binary c=8": ("cnn", "binary", 8),
+    "CNN json c=8": ("cnn", "json", 8),
+    "MLP binary p99": ("mlp", "binary", 1),
+    "MLP json p99": ("mlp", "json", 1),
+}
+
+
+# ----------------------------------------------------------------------------------------------- set-up
+def machine_facts() -> dict[str, str]:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
+    mem = re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())
+    wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("[")[0].strip()
+    return {
+        "nproc": str(os.cpu_count()),
+        "CPU": cpu,
+        "memory": f"{int(mem.group(1)) / 2**20:.1f} GiB" if mem else "?",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "onnxruntime": metadata.version("onnxruntime"),
+        "kserve": KSERVE_PKGS[0].split("==")[1],
+        "modelserve": metadata.version("modelserve"),
+        "wrk": wrk_v,
+    }
+
+
+def background() -> str:
+    """The load average and the busiest other processes: what shared the CPU with the benchmark."""
+    out = subprocess.run(["ps", "-eo", "pcpu=,comm=", "--sort=-pcpu"], capture_output=True, text=True).stdout
+    busy = [ln.split(None, 1) for ln in out.splitlines()[:6] if ln.strip()]
+    others = ", ".join(f"{c.strip()} {p}%" for p, c in busy if float(p) >= 5 and "python" not in c)
+    builds = subprocess.run(["pgrep", "-f", "go build"], capture_output=True, text=True).stdout.split()
+    note = "load average " + " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    note += f"; busy processes: {others}" if others else ""
+    return note + (f"; {len(builds)} `go build` running" if builds else "")
+
+
+def ensure_kserve_venv() -> Path:
+    """bench/.venv-kserve with kserve, the same onnxruntime as ours, numpy and py-spy (made once)."""
+    python = KSERVE_VENV / "bin" / "python"
+    wanted = [*KSERVE_PKGS, f"onnxruntime=={metadata.version('onnxruntime')}"]
+    marker = KSERVE_VENV / ".installed"
+    if marker.exists() and marker.read_text() == "\n".join(wanted):
+        return python
+    print(f"bench: installing {KSERVE_VENV.relative_to(ROOT)}: {' '.join(wanted)}", flush=True)
+    if not python.exists():
+        subprocess.run(["python3", "-m", "venv", str(KSERVE_VENV)], check=True)
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    pip = (
+        [uv, "pip", "install", "-q", "--python", str(python)] if uv else [str(python), "-m", "pip", "install"]
+    )
+    subprocess.run([*pip, *wanted], check=True)
+    marker.write_text("\n".join(wanted))
+    return python
+
+
+def ort_settings(threads: int, spinning: bool) -> dict[str, Any]:
+    """modelserve's ONNX Runtime settings (server/modelserve_server/runtime/session.py, ModelSession).
+
+    intra-op threads = --intra-op-threads, inter-op 1, sequential, ORT_ENABLE_ALL, intra- and inter-op
+    spinning off unless MODELSERVE_ORT_ALLOW_SPINNING=1. The KServe model and the in-process loop use these.
+    """
+    spin = "1" if spinning else "0"
+    return {
+        "intra_op_threads": threads,
+        "inter_op_threads": 1,
+        "graph_optimization": "all",
+        "execution_mode": "sequential",
+        "config": {"session.intra_op.allow_spinning": spin, "session.inter_op.allow_spinning": spin},
+    }
+
+
+# ----------------------------------------------------------------------------------------------- bodies
+@dataclass(frozen=True)
+class Body:
+    path: Path
+    content_type: str
+    header_len: int | None  # Inference-Header-Content-Length, for the binary tensor extension
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": self.content_type}
+        if self.header_len is not None:
+            headers["Inference-Header-Content-Length"] = str(self.header_len)
+        return headers
+
+
+def sample_input(spec: ModelSpec, batch: int = 1) -> np.ndarray:
+    return np.random.default_rng(7).standard_normal((batch, *spec.item_shape)).astype(np.float32)
+
+
+def build_bodies(spec: ModelSpec, x: np.ndarray) -> dict[str, Body]:
+    """JSON (flat `data`, as tritonclient sends it) and binary (JSON header + raw little-endian bytes)."""
+    tensor = {"name": INPUT_NAME, "shape": list(x.shape), "datatype": "FP32"}
+    as_json = json.dumps({"inputs": [{**tensor, "data": x.ravel().tolist()}]}).encode()
+    header = json.dumps(
+        {
+            "inputs": [{**tensor, "parameters": {"binary_data_size": x.nbytes}}],
+            "outputs": [{"name": OUTPUT_NAME, "parameters": {"binary_data": True}}],
+        },
+        separators=(",", ":"),
+    ).encode()
+    made = {
+        "json": (as_json, "application/json", None),
+        "binary": (header + x.astype("<f4").tobytes(), "application/octet-stream", len(header)),
+    }
+    bodies: dict[str, Body] = {}
+    for proto, (data, ctype, hlen) in made.items():
+        path = CACHE / f"{spec.name}-{proto}.body"
+        path.write_bytes(data)
+        bodies[proto] = Body(path, ctype, hlen)
+    return bodies
+
+
+# ------------------------------------------------------------------------------------------- in-process
+def in_process(
+    spec: ModelSpec, settings: dict[str, Any], batches: list[int], seconds: float
+) -> tuple[dict[int, float], float]:
+    """Items/s of a sequential session.run loop per batch size, and the others' CPU % meanwhile."""
+    session = make_session(str(spec.path), settings)
+    rates: dict[int, float] = {}
+    with CpuWindow() as cpu:
+        for batch in batches:
+            feeds = {INPUT_NAME: sample_input(spec, batch)}
+            for _ in range(3):
+                session.run(None, feeds)
+            runs, start = 0, time.perf_counter()
+            while (now := time.perf_counter()) - start < seconds or runs < 5:
+                session.run(None, feeds)
+                runs += 1
+            rates[batch] = runs * batch / (now - start)
+    return rates, cpu.other_pct
+
+
+def in_process_latency_ms(spec: ModelSpec, settings: dict[str, Any], seconds: float) -> tuple[float, float]:
+    """p50/p99 of one batch-1 session.run: the floor under any server's latency."""
+    session = make_session(str(spec.path), settings)
+    feeds = {INPUT_NAME: sample_input(spec)}
+    times: list[float] = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(times) < 20:
+        t0 = time.perf_counter()
+        session.run(None, feeds)
+        times.append(time.perf_counter() - t0)
+    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
+
+
+# ---------------------------------------------------------------------------------------------- load
+def wrk(url: str, body: Body, conc: int, seconds: float) -> dict[str, Any]:
+    """One closed-loop wrk run; returns the WRK_RESULT line that bench/lua/infer.lua's done() prints."""
+    cmd = ["wrk", "-t1", f"-c{conc}", f"-d{seconds:g}s", "--timeout", "60s", "-s", str(LUA), url, "--"]
+    cmd += [str(body.path), body.content_type, str(body.header_len or "")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRK_RESULT ")), None)
+    if out.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stdout[-400:]} {out.stderr[-400:]}")
+    result: dict[str, Any] = json.loads(line.removeprefix("WRK_RESULT "))
+    return result
+
+
+def load(server: Server, spec: ModelSpec, proto: str, body: Body, conc: int, args: argparse.Namespace) -> Run:
+    run = Run(server.name, spec.name, proto, conc)
+    url = f"http://127.0.0.1:{server.port}/v2/models/{spec.name}/infer"
+    try:
+        wrk(url, body, conc, args.warmup)
+        before = batch_stats(server.port, spec.name) if server.name == "modelserve" else None
+        with CpuWindow(server.pid) as cpu:
+            result = wrk(url, body, conc, args.duration)
+        if before is not None:
+            after = batch_stats(server.port, spec.name)
+            if after[1] > before[1]:
+                run.mean_batch = (after[0] - before[0]) / (after[1] - before[1])
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        run.failure = str(exc)[:300]
+        return run
+    run.server_cpu, run.client_cpu, run.other_cpu = cpu.server_pct, cpu.client_pct, cpu.other_pct
+    errors = {k: int(v) for k, v in result.items() if k.startswith("errors_") and v}
+    run.errors = sum(errors.values())
+    run.rps = result["requests"] / (result["duration_us"] / 1e6)
+    run.p50_ms, run.p99_ms = result["p50_us"] / 1e3, result["p99_us"] / 1e3
+    if run.errors:
+        run.failure = f"{run.errors} errors: " + ", ".join(f"{k}={v}" for k, v in errors.items())
+    return run
+
+
+def profile(server: Server, spec: ModelSpec, proto: str, body: Body, conc: int, seconds: float) -> str:
+    """py-spy (non-blocking sampling, per thread) on the server while wrk drives one scenario."""
+    raw = CACHE / f"profile-{server.name}-{spec.name}-{proto}-c{conc}.txt"
+    url = f"http://127.0.0.1:{server.port}/v2/models/{spec.name}/infer"
+    cmd = [str(KSERVE_VENV / "bin" / "py-spy"), "record", "--pid", str(server.pid), "--rate", "200"]
+    cmd += ["--duration", f"{seconds:g}", "--nonblocking", "--threads", "--format", "raw", "-o", str(raw)]
+    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wrk(url, body, conc, seconds + 1)
+    finally:
+        _, err = spy.communicate(timeout=seconds + 60)
+    if spy.returncode != 0 or not raw.exists():
+        return f"(py-spy failed: {err.strip()[-300:]})"
+    return f"Raw stacks: `{raw.relative_to(ROOT)}`.\n\n" + summarize_profile(raw)
+
+
+# ------------------------------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="modelserve vs KServe vs in-process ONNX Runtime (issue 2)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 3 s per load, RESULTS.md untouched")
+    p.add_argument("--duration", type=float, help="seconds of measured load per run (10; quick 3)")
+    p.add_argument("--warmup", type=float, help="seconds of discarded load before each run (3; quick 1)")
+    p.add_argument("--concurrency", default="1,8,32")
+    p.add_argument("--models", default="mlp,cnn")
+    p.add_argument("--protocols", default="json,binary")
+    p.add_argument("--systems", default="kserve,modelserve")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime intra-op threads")
+    p.add_argument("--spinning", action="store_true", help="let ONNX Runtime threads spin (modelserve: off)")
+    p.add_argument("--modelserve-arg", action="append", default=[], help="extra `modelserve serve` argument")
+    p.add_argument(
+        "--profile",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="py-spy modelserve in the scenarios of missed targets (auto), of every target, or never",
+    )
+    p.add_argument(
+        "--write",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write the Server section of bench/RESULTS.md (default: yes, except with --quick)",
+    )
+    args = p.parse_args(argv)
+    args.duration = args.duration or (3.0 if args.quick else 10.0)
+    args.warmup = args.warmup or (1.0 if args.quick else 3.0)
+    args.write = (not args.quick) if args.write is None else args.write
+    for name in ("concurrency", "models", "protocols", "systems"):
+        setattr(args, name, [v.strip() for v in getattr(args, name).split(",") if v.strip()])
+    args.concurrency = [int(c) for c in args.concurrency]
+    return args
+
+
+def make_servers(
+    args: argparse.Namespace, specs: dict[str, ModelSpec], settings: dict[str, Any]
+) -> list[Server]:
+    models = [a for name, spec in specs.items() for a in ("--model", f"{name}={spec.path}")]
+    servers: list[Server] = []
+    if "kserve" in args.systems:
+        python, port = ensure_kserve_venv(), free_port()
+        argv = [str(python), str(BENCH / "server_kserve.py"), *models, "--port", str(port)]
+        servers.append(
+            Server("kserve", [*argv, "--settings", json.dumps(settings)], port, CACHE / "kserve.log")
+        )
+    if "modelserve" in args.systems:
+        port = free_port()
+        argv = [str(Path(sys.executable).parent / "modelserve"), "serve", *models, "--host", "127.0.0.1"]
+        argv += ["--http-port", str(port), "--grpc-port", "0", "--intra-op-threads", str(args.threads)]
+        env = {"MODELSERVE_ORT_ALLOW_SPINNING": "1" if args.spinning else "0"}
+        servers.append(
+            Server("modelserve", [*argv, *args.modelserve_arg], port, CACHE / "modelserve.log", env)
+        )
+    return servers
+
+
+def start_and_check(
+    server: Server, specs: dict[str, ModelSpec], bodies: dict[str, dict[str, Body]], expected: dict[str, Any]
+) -> str | None:
+    """Starts a server and checks every body's answer; returns why it failed, or None."""
+    print(f"bench: starting {server.name} on 127.0.0.1:{server.port}", flush=True)
+    try:
+        server.start(ROOT)
+        for name in specs:
+            for body in bodies[name].values():
+                check_answer(server, name, body.path.read_bytes(), body.headers(), expected[name])
+    except (RuntimeError, OSError) as exc:
+        server.stop()
+        print(f"bench: {server.name} FAILED: {exc}", flush=True)
+        return f"{server.name} did not start or answered wrongly, so it was not loaded: {exc}"[:1500]
+    return None
+
+
+def print_run(run: Run) -> None:
+    batch = f"{run.mean_batch:.2f}" if run.mean_batch is not None else ""
+    cpu = f"{run.server_cpu:.0f}/{run.client_cpu:.0f}/{run.other_cpu:.0f}"
+    tail = f"  FAILED: {run.failure}" if run.failure else ""
+    print(
+        f"{run.system:<11}{run.model:<6}{run.proto:<8}{run.conc:>4}{run.rps:>10.1f}{run.p50_ms:>9.2f}"
+        f"{run.p99_ms:>9.2f}{batch:>7}{cpu:>14}{tail}",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t_start, started = time.monotonic(), time.strftime("%Y-%m-%d %H:%M %Z")
+    if shutil.which("wrk") is None:
+        print(
+            "bench: `wrk` is missing: run hack/install-system-deps.sh (Debian package wrk)", file=sys.stderr
+        )
+        return 2
+    facts, load_before = machine_facts(), background()
+    print("bench: " + ", ".join(f"{k} {v}" for k, v in facts.items()), flush=True)
+    print(f"bench: before: {load_before}", flush=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    specs = {k: v for k, v in ensure_models(CACHE / "models").items() if k in args.models}
+    flops = {name: spec.flops_per_item for name, spec in specs.items()}
+    for spec in specs.values():
+        print(f"bench: model {spec.name} {list(spec.item_shape)}: {spec.flops_per_item / 1e9:.4f} GFLOP/item")
+    settings = ort_settings(args.threads, args.spinning)
+    bodies, expected = {}, {}
+    for name, spec in specs.items():
+        x = sample_input(spec)
+        bodies[name] = build_bodies(spec, x)
+        expected[name] = make_session(str(spec.path), settings).run(None, {INPUT_NAME: x})[0]
+
+    # 1. The in-process limit, before any server runs.
+    inproc: InProcess = {}
+    notes: list[str] = []
+    seconds = 1.0 if args.quick else 3.0
+    batch_sets = {"mlp": [1, 8, 32], "cnn": [1, 8] if args.quick else [1, 2, 4, 8]}
+    for name, spec in specs.items():
+        batches = [b for b in batch_sets.get(name, [1]) if b <= max(args.concurrency)] or [1]
+        inproc[name], other = in_process(spec, settings, batches, seconds)
+        rates = ", ".join(f"batch {b}: {r:.1f}/s" for b, r in inproc[name].items())
+        print(f"bench: in-process {name}: {rates} (other processes: {other:.0f}% CPU)", flush=True)
+        notes.append(f"In-process {name}: other processes took {other:.0f}% of one core meanwhile.")
+    floor = in_process_latency_ms(specs["mlp"], settings, 1.0) if "mlp" in specs else None
+
+    # 2. The servers, all up at once (an idle one costs nothing), loaded in turn per scenario.
+    servers = make_servers(args, specs, settings)
+    runs: list[Run] = []
+    profiles: dict[str, str] = {}
+    evals: list[Evaluation] = []
+    try:
+        live = []
+        for server in servers:
+            failure = start_and_check(server, specs, bodies, expected)
+            if failure is None:
+                live.append(server)
+                continue
+            notes.append(failure)
+            runs += [
+                Run(server.name, m, p, c, failure="server failed")
+                for m in specs
+                for p in args.protocols
+                for c in args.concurrency
+            ]
+        header = f"{'system':<11}{'model':<6}{'body':<8}{'c':>4}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        print(f"{header}{'batch':>7}{'CPU% srv/wrk/other':>20}", flush=True)
+        for name, spec in specs.items():
+            for proto in args.protocols:
+                for conc in args.concurrency:
+                    for server in live:
+                        runs.append(load(server, spec, proto, bodies[name][proto], conc, args))
+                        print_run(runs[-1])
+
+        # 3. In-process at the batch sizes modelserve's batcher formed, where not measured yet.
+        for name, spec in specs.items():
+            formed = {max(1, round(r.mean_batch)) for r in runs if r.model == name and r.mean_batch}
+            extra = sorted(b for b in formed if b not in inproc[name] and b <= max(args.concurrency))
+            if extra:
+                rates_extra, _ = in_process(spec, settings, extra, seconds)
+                inproc[name].update(rates_extra)
+                print(f"bench: in-process {name} at formed batch sizes: {rates_extra}", flush=True)
+
+        # 4. Profiles of modelserve in the scenarios of its missed targets (or of all, if asked).
+        evals = evaluate(runs, inproc)
+        modelserve = next((s for s in live if s.name == "modelserve"), None)
+        if modelserve is not None and args.profile != "never" and (KSERVE_VENV / "bin" / "py-spy").exists():
+            for ev in evals:
+                scenario = next((v for k, v in TARGET_SCENARIOS.items() if ev.target.startswith(k)), None)
+                if scenario is None or (args.profile == "auto" and ev.met is not False):
+                    continue
+                model, proto, conc = scenario
+                label = f"{model} {proto} c={conc}"
+                if model in specs and proto in args.protocols and label not in profiles:
+                    print(f"bench: profiling modelserve, {label}", flush=True)
+                    profiles[label] = profile(modelserve, specs[model], proto, bodies[model][proto], conc, 10)
+    finally:
+        for server in servers:
+            server.stop()
+
+    # 5. Report.
+    load_after = background()
+    print("\n" + table(runs, inproc) + "\n")
+    for ev in evals:
+        verdict = {True: "MET", False: "MISSED", None: "NOT MEASURED"}[ev.met]
+        print(f"{verdict:>12}  {ev.target}: {ev.measured} ({ev.detail})")
+    for failed in failures(runs):
+        print(f"  FAILED RUN  {failed}")
+    if floor:
+        notes.append(
+            f"In-process MLP batch-1 `session.run` alone: p50 {floor[0]:.3f} ms, p99 {floor[1]:.3f} ms "
+            "(the floor under any server's latency)."
+        )
+    notes += [
+        "Load: `wrk -t1` (one client thread: it shares the cores with the server, equally for every system), "
+        f"closed loop, keep-alive connections, one pre-built body per scenario, {args.warmup:g} s warm-up "
+        f"discarded, {args.duration:g} s measured. p50/p99 come from wrk's latency histogram through the "
+        "`done` hook of bench/lua/infer.lua.",
+        "Every server's answer to every body was checked against in-process ONNX Runtime before its load.",
+        f"KServe {facts['kserve']}: `kserve.ModelServer` (1 uvicorn worker, gRPC off, per-request latency "
+        "log and access log off: its best case), a custom `kserve.Model` with a synchronous `predict` "
+        "(KServe's documented pattern) over an ONNX Runtime session (bench/server_kserve.py).",
+    ]
+    disturbed = [r for r in runs if r.other_cpu > 25]
+    if disturbed:
+        notes.append(
+            f"{len(disturbed)} run(s) shared the CPU with other processes taking more than 25% of one core "
+            "(column `other` of the CPU table): their numbers are lower than on a quiet machine."
+        )
+    minutes = (time.monotonic() - t_start) / 60
+    shown_args = " ".join(argv if argv is not None else sys.argv[1:])
+    commands = [
+        f"make bench   # = .venv/bin/python bench/run.py {shown_args}".rstrip(),
+        *[shlex.join(s.argv).replace(str(ROOT) + "/", "") for s in servers],
+        f"wrk -t1 -c<C> -d{args.duration:g}s --timeout 60s -s bench/lua/infer.lua <URL> -- <BODY_FILE> "
+        "<CONTENT_TYPE> [<INFERENCE_HEADER_CONTENT_LENGTH>]",
+    ]
+    if args.write:
+        section = render_section(
+            facts=facts,
+            load_note=f"before: {load_before}; after: {load_after}",
+            commands=commands,
+            settings=", ".join(f"{k}={v}" for k, v in settings.items()),
+            flops=flops,
+            inproc=inproc,
+            runs=runs,
+            evals=evals,
+            profiles=profiles,
+            notes=notes,
+            started=started,
+            minutes=minutes,
+            cpu=cpu_table(runs),
+        )
+        write_section(RESULTS, section)
+        print(f"bench: wrote the Server section of {RESULTS.relative_to(ROOT)}")
+    print(f"bench: done in {minutes:.1f} min")
+    return 1 if failures(runs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

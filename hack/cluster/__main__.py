@@ -1,0 +1,43 @@
+"""`python -m hack.cluster up|down|env|status`: the local test cluster from the command line.
+
+`make cluster-up` / `make cluster-down` call this; the e2e test fixture does too, so the tests and a
+developer's terminal manage the same cluster the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hack.cluster.local import DEFAULT_NAME, ClusterError, Layout, down, env_lines, healthy, up
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hack.cluster", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "env", "status"])
+    parser.add_argument("--name", default=DEFAULT_NAME, help="cluster name (default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for health")
+    args = parser.parse_args(argv)
+    layout = Layout.default(args.name)
+    try:
+        if args.command == "up":
+            created = up(layout, timeout=args.timeout)
+            if not created:
+                print(f"cluster {layout.name}: already up; KUBECONFIG={layout.kubeconfig}")
+        elif args.command == "down":
+            down(layout)
+            print(f"cluster {layout.name}: down")
+        elif args.command == "env":
+            print("\n".join(env_lines(layout)))
+        else:
+            ok = healthy(layout)
+            print(f"cluster {layout.name}: {'healthy' if ok else 'not running'}")
+            return 0 if ok else 1
+    except ClusterError as exc:
+        print(f"hack.cluster: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

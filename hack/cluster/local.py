@@ -1,0 +1,312 @@
+"""Bring the local test cluster up and down: real control-plane processes, simulated nodes.
+
+The cluster is wired by kwokctl (`--runtime binary`), an existing engine, with binaries that
+hack/cluster/build.sh compiled from the Go module proxy: etcd, kube-apiserver, kube-controller-manager
+and kube-scheduler of one pinned release, plus kwok, which simulates nodes and pod lifecycles. Nothing
+is downloaded at run time: every binary kwokctl would otherwise fetch is given as a local path.
+Everything binds 127.0.0.1 (kwokctl binds 0.0.0.0 unless its configuration says otherwise), the API
+server authorizes with RBAC and runs the default admission plugins (Pod Security included), and an
+audit log of write requests is kept so tests and benchmarks can count the operator's writes.
+
+`up` is idempotent and reuses a healthy cluster; `down` runs `kwokctl delete cluster` and then makes
+sure every PID kwokctl recorded for the cluster is gone, killing leftovers by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hack.cluster import nodes
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_NAME = "modelserve-e2e"
+KWOK_VERSION = "v0.8.0"
+
+# The audit log serves the tests and the benchmark: every request made by a ServiceAccount (the
+# operator runs as one, so a 403 from a missing RBAC rule is visible) and every write by anyone.
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: Metadata
+    verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  - level: None
+"""
+
+
+class ClusterError(RuntimeError):
+    """The local cluster could not be built, started, or reached."""
+
+
+def _pinned(go_mod: Path, module: str) -> str:
+    match = re.search(rf"^require {re.escape(module)} (v\S+)", go_mod.read_text(), re.MULTILINE)
+    if not match:
+        raise ClusterError(f"{go_mod} does not pin {module}")
+    return match.group(1)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the binaries and the cluster's state live (all under ~/.cache/modelserve by default)."""
+
+    name: str
+    cache: Path
+
+    @classmethod
+    def default(cls, name: str = DEFAULT_NAME) -> Layout:
+        cache = os.environ.get("MODELSERVE_CACHE") or str(Path.home() / ".cache" / "modelserve")
+        return cls(name=name, cache=Path(cache))
+
+    @property
+    def k8s_version(self) -> str:
+        return _pinned(ROOT / "hack" / "k8s" / "go.mod", "k8s.io/kubernetes")
+
+    @property
+    def etcd_version(self) -> str:
+        return _pinned(ROOT / "hack" / "cluster" / "etcd" / "go.mod", "go.etcd.io/etcd/server/v3")
+
+    @property
+    def kwok_workdir(self) -> Path:
+        return self.cache / "clusters"
+
+    @property
+    def cluster_dir(self) -> Path:
+        return self.kwok_workdir / "clusters" / self.name
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.cluster_dir / "kubeconfig.yaml"
+
+    @property
+    def contexts(self) -> Path:
+        """A kubeconfig of kwokctl's own (never ~/.kube/config) that it adds/removes the context in."""
+        return self.kwok_workdir / f"{self.name}-contexts.yaml"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.cluster_dir / "logs" / "audit.log"
+
+    @property
+    def kubectl(self) -> Path:
+        return self.cache / "bin" / "kubectl"
+
+    @property
+    def kwokctl(self) -> Path:
+        return self.cache / f"kwok-{KWOK_VERSION}" / "kwokctl"
+
+    def binaries(self) -> dict[str, Path]:
+        k8s = self.cache / f"k8s-{self.k8s_version}"
+        return {
+            "kubeApiserverBinary": k8s / "kube-apiserver",
+            "kubeControllerManagerBinary": k8s / "kube-controller-manager",
+            "kubeSchedulerBinary": k8s / "kube-scheduler",
+            "etcdBinary": self.cache / f"etcd-{self.etcd_version}" / "etcd",
+            "kwokControllerBinary": self.cache / f"kwok-{KWOK_VERSION}" / "kwok",
+            "kubectlBinary": self.kubectl,
+        }
+
+    def check_binaries(self) -> None:
+        missing = [str(p) for p in [*self.binaries().values(), self.kwokctl] if not os.access(p, os.X_OK)]
+        if missing:
+            raise ClusterError(
+                "missing binaries: " + ", ".join(missing)
+                + " (run `make cluster-build`, i.e. `bash hack/cluster/build.sh`;"
+                " `make setup` installs kubectl)"
+            )
+
+
+def kwokctl_config(layout: Layout) -> str:
+    """The KwokctlConfiguration document: local binaries only, loopback only, RBAC + admission on."""
+    options: dict[str, object] = {
+        "runtime": "binary",
+        "bindAddress": "127.0.0.1",
+        "kubeVersion": layout.k8s_version,
+        "etcdVersion": layout.etcd_version.removeprefix("v"),
+        "kwokVersion": KWOK_VERSION,
+        "securePort": True,
+        "kubeAuthorization": True,
+        "kubeAdmission": True,
+        "kubeAuditPolicy": str(layout.cache / "clusters" / f"{layout.name}-audit-policy.yaml"),
+        "quietPull": True,
+    }
+    options.update({key: str(path) for key, path in layout.binaries().items()})
+    doc = {
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "kind": "KwokctlConfiguration",
+        "options": options,
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def _env(layout: Layout) -> dict[str, str]:
+    env = dict(os.environ)
+    env["KWOK_WORKDIR"] = str(layout.kwok_workdir)
+    env["KUBECONFIG"] = str(layout.kubeconfig)
+    # kwokctl looks for kubectl on PATH too; make sure it finds the pinned one first.
+    env["PATH"] = f"{layout.kubectl.parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _run(layout: Layout, args: Sequence[str], *, timeout: float = 120, stdin: str | None = None,
+         check: bool = True) -> subprocess.CompletedProcess[str]:
+    try:
+        proc = subprocess.run(list(args), input=stdin, capture_output=True, text=True, timeout=timeout,
+                              env=_env(layout), check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise ClusterError(f"timed out after {timeout:.0f}s: {' '.join(args)}") from exc
+    if check and proc.returncode != 0:
+        raise ClusterError(f"`{' '.join(args)}` exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
+    return proc
+
+
+def kubectl(layout: Layout, *args: str, timeout: float = 60, stdin: str | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the pinned kubectl against the local cluster as its admin."""
+    return _run(layout, [str(layout.kubectl), f"--kubeconfig={layout.kubeconfig}", *args],
+                timeout=timeout, stdin=stdin, check=check)
+
+
+def healthy(layout: Layout) -> bool:
+    """True when the API server answers /readyz for the cluster's kubeconfig."""
+    if not layout.kubeconfig.exists():
+        return False
+    try:
+        proc = kubectl(layout, "get", "--raw=/readyz", timeout=15, check=False)
+    except ClusterError:
+        return False
+    return proc.returncode == 0 and proc.stdout.strip() == "ok"
+
+
+def _wait(what: str, probe: Callable[[], bool], timeout: float, interval: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():
+            return
+        time.sleep(interval)
+    raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _pids(layout: Layout) -> list[int]:
+    pids = []
+    for pidfile in sorted((layout.cluster_dir / "pids").glob("*.pid")):
+        with contextlib.suppress(ValueError, OSError):
+            pids.append(int(pidfile.read_text().strip()))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is gone for our purposes.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _locked(layout: Layout) -> Iterator[None]:
+    """Serialise up/down of one cluster between concurrent invocations (two pytest runs, say)."""
+    layout.kwok_workdir.mkdir(parents=True, exist_ok=True)
+    with open(layout.kwok_workdir / f"{layout.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def up(layout: Layout, *, timeout: float = 300) -> bool:
+    """Start the cluster (or reuse a healthy one); returns True when this call created it."""
+    layout.check_binaries()
+    with _locked(layout):
+        if healthy(layout):
+            _ensure_nodes(layout, timeout)
+            return False
+        if layout.cluster_dir.exists():  # stale state from a crashed run or a reboot
+            _down_locked(layout)
+        policy = layout.kwok_workdir / f"{layout.name}-audit-policy.yaml"
+        policy.write_text(AUDIT_POLICY)
+        config = layout.kwok_workdir / f"{layout.name}-kwokctl.json"
+        config.write_text(kwokctl_config(layout))
+        started = time.monotonic()
+        try:
+            _run(layout, [str(layout.kwokctl), "create", "cluster", f"--name={layout.name}",
+                          f"--config={config}", f"--kubeconfig={layout.contexts}",
+                          f"--timeout={int(timeout)}s"],
+                 timeout=timeout + 30)
+            _wait("the API server's /readyz", lambda: healthy(layout), timeout)
+            _ensure_nodes(layout, timeout)
+        except BaseException:
+            _down_locked(layout)
+            raise
+        print(f"cluster {layout.name}: up in {time.monotonic() - started:.1f}s; "
+              f"KUBECONFIG={layout.kubeconfig}", flush=True)
+        return True
+
+
+def _ensure_nodes(layout: Layout, timeout: float) -> None:
+    kubectl(layout, "apply", "--server-side", "--force-conflicts", "--field-manager=modelserve-cluster",
+            "-f", "-", stdin=json.dumps(nodes.node_list()))
+    names = [n["metadata"]["name"] for n in nodes.all_nodes()]
+    kubectl(layout, "wait", "--for=condition=Ready", f"--timeout={int(timeout)}s",
+            *[f"node/{n}" for n in names], timeout=timeout + 30)
+    # Pods are only admitted once the ServiceAccount controller has created the default account.
+    _wait("the default ServiceAccount",
+          lambda: kubectl(layout, "get", "serviceaccount", "default", "-n", "default",
+                          check=False).returncode == 0, timeout)
+
+
+def _down_locked(layout: Layout) -> None:
+    pids = _pids(layout)
+    if layout.kwokctl.exists():
+        _run(layout, [str(layout.kwokctl), "delete", "cluster", f"--name={layout.name}",
+                      f"--kubeconfig={layout.contexts}"],
+             timeout=120, check=False)
+    # kwokctl stops what it started; anything still alive among its recorded PIDs is stopped here.
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        left = [pid for pid in pids if _alive(pid)]
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 10
+        while left and time.monotonic() < deadline:
+            time.sleep(0.2)
+            left = [pid for pid in left if _alive(pid)]
+        if not left:
+            break
+    if layout.cluster_dir.exists():
+        shutil.rmtree(layout.cluster_dir, ignore_errors=True)
+
+
+def down(layout: Layout) -> None:
+    """Delete the cluster and make sure none of its processes survive."""
+    with _locked(layout):
+        _down_locked(layout)
+
+
+def env_lines(layout: Layout) -> list[str]:
+    """Shell `export` lines for using the cluster from a terminal."""
+    return [
+        f"export KUBECONFIG={layout.kubeconfig}",
+        f"export PATH={layout.kubectl.parent}:$PATH",
+        f"# audit log of write requests: {layout.audit_log}",
+    ]

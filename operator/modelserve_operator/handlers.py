@@ -1,0 +1,139 @@
+"""kopf wiring: which events trigger a reconcile, and how its outcome maps onto kopf's retries.
+
+Why so thin: every decision lives in :mod:`modelserve_operator.reconcile` (testable without
+kopf); this module only says *when* to reconcile:
+
+* ``create`` / ``update`` / ``resume`` of a ModelDeployment: reconcile it now. A spec that can
+  never work raises ``kopf.PermanentError`` (kopf stops retrying until the next spec change; the
+  problem is in the status), a busy cluster raises ``kopf.TemporaryError`` with a delay.
+* a watch event on any child (Deployment, Service, HPA, PDB, Ingress, and the pods): poke the
+  owner, so that a deleted Service or an edited image is restored within about a second and the
+  status follows the pods. Pokes coalesce, so a rollout's burst of pod events costs one
+  reconcile. ``on.event`` is used rather than ``on.delete`` on purpose: a deletion handler
+  would make kopf put its finalizer on every child.
+* a slow timer per ModelDeployment as a safety net for anything a watch missed.
+
+The registry is built by a function, not at import time, so tests and ``main`` each get a
+fresh one with their own timer interval, and importing this module registers nothing globally.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+
+from modelserve_operator.api import GROUP, KIND, PLURAL, VERSION
+from modelserve_operator.reconcile import Reconciler, RetryLater, SpecProblem
+from modelserve_operator.render.labels import MANAGED_BY, MANAGED_BY_LABEL, MODELDEPLOYMENT_LABEL
+from modelserve_operator.settings import WATCHED_CHILDREN
+
+DEFAULT_RESYNC_SECONDS = 300.0
+
+
+def make_memo(reconciler: Reconciler, configuration: Any) -> kopf.Memo:
+    """The operator-wide memo: kopf hands (a shallow copy of) it to every handler."""
+    memo = kopf.Memo()
+    memo.reconciler = reconciler
+    memo.configuration = configuration
+    return memo
+
+
+def _reconciler(memo: Any) -> Reconciler:
+    return cast(Reconciler, memo.reconciler)
+
+
+def connection_info(configuration: Any) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same client configuration the reconciler uses.
+
+    One identity for kopf's watches and the reconciler's requests: with a ServiceAccount
+    token kubeconfig, both are authorised by exactly the chart's RBAC.
+    """
+    header = configuration.get_api_key_with_prefix("BearerToken") or configuration.get_api_key_with_prefix(
+        "authorization"
+    )
+    scheme, token = None, None
+    if header:
+        parts = str(header).split(" ", 1)
+        scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert or None,
+        insecure=not configuration.verify_ssl,
+        username=configuration.username or None,
+        password=configuration.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=configuration.cert_file or None,
+        private_key_path=configuration.key_file or None,
+    )
+
+
+def owner_of(child: Mapping[str, Any]) -> str | None:
+    """The name of the ModelDeployment a child (or a pod) belongs to, if any."""
+    meta = child.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == KIND and str(ref.get("apiVersion", "")).startswith(GROUP + "/"):
+            return str(ref.get("name"))
+    name = (meta.get("labels") or {}).get(MODELDEPLOYMENT_LABEL)
+    return str(name) if name else None
+
+
+async def _reconcile_now(reconciler: Reconciler, body: Mapping[str, Any], trigger: str) -> None:
+    try:
+        await reconciler.reconcile(body, trigger)
+    except SpecProblem as exc:
+        raise kopf.PermanentError(str(exc)) from exc
+    except RetryLater as exc:
+        raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
+
+
+def build_registry(*, resync_seconds: float = DEFAULT_RESYNC_SECONDS) -> kopf.OperatorRegistry:
+    """A kopf registry with every handler of the operator."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
+        return connection_info(memo.configuration)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: Any, **_: Any) -> None:
+        await _reconciler(memo).close()
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
+    async def reconcile(body: kopf.Body, reason: Any, memo: Any, **_: Any) -> None:
+        await _reconcile_now(_reconciler(memo), _plain(body), f"md-{reason}")
+
+    @kopf.timer(GROUP, VERSION, PLURAL, interval=resync_seconds, initial_delay=resync_seconds,
+                registry=registry)
+    async def resync(
+        body: kopf.Body, memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+    ) -> None:
+        try:
+            await _reconciler(memo).reconcile(_plain(body), "timer")
+        except (SpecProblem, RetryLater) as exc:
+            logger.info("resync: %s", exc)  # reported in status, or retried at the next tick
+
+    async def on_child_event(event: Mapping[str, Any], body: kopf.Body, memo: Any, **_: Any) -> None:
+        if event.get("type") is None:
+            return  # the initial listing: the ModelDeployments' resume handlers cover it
+        owner = owner_of(body)
+        namespace = (body.get("metadata") or {}).get("namespace")
+        if owner and namespace:
+            _reconciler(memo).poke(str(namespace), owner, f"{body.get('kind', 'child')}-{event.get('type')}")
+
+    for group, version, plural in WATCHED_CHILDREN:
+        kopf.on.event(
+            group, version, plural, id=f"child-{plural}", labels={MANAGED_BY_LABEL: MANAGED_BY},
+            registry=registry,
+        )(on_child_event)
+    return registry
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    """kopf's Body is a read-only view; the reconciler wants a plain dict."""
+    return {key: body[key] for key in body}

@@ -1,0 +1,348 @@
+"""The Deployment that runs the inference server pods.
+
+Pod shape (issue 3):
+- an init container ``modelserve fetch <uri> /models`` downloads the model into an emptyDir
+  (``--sha256`` when given; ``envFrom`` the credentials Secret for s3); a ``pvc://`` model mounts
+  the claim read-only at ``/models`` instead and has no init container;
+- the server container runs ``modelserve serve --model <name>=/models/<file>`` with the spec's
+  flags on fixed container ports (8080 HTTP, 8081 gRPC);
+- GPUs are a limit on the GPU resource, with a ``<gpuResource> Exists NoSchedule`` toleration;
+- startup/readiness/liveness probes on the V2 health endpoints, a ``preStop`` sleep so endpoints
+  drop the pod before SIGTERM, and a grace period longer than preStop + drain;
+- the Pod Security "restricted" profile, with a read-only root and emptyDirs for /tmp and cache.
+
+``spec.replicas`` is set only when the replica count is fixed (or zero); when an HPA owns
+scaling it is left out, so the operator's server-side apply never fights the HPA.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from modelserve_operator.api import parse_quantity
+from modelserve_operator.render.common import (
+    GRPC_CONTAINER_PORT,
+    HTTP_CONTAINER_PORT,
+    LIVE_PATH,
+    METRICS_PATH,
+    MODELS_DIR,
+    READY_PATH,
+    Obj,
+    RenderContext,
+)
+from modelserve_operator.render.labels import pod_labels
+
+RUN_AS_USER = 1000
+PRE_STOP_SECONDS = 5
+# Extra grace beyond preStop + drain, for the process to exit after draining.
+GRACE_MARGIN_SECONDS = 15
+CACHE_DIR = "/var/cache/modelserve"
+SERVER_CONTAINER = "server"
+FETCH_CONTAINER = "fetch"
+
+_SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _safe_name(raw: str, default: str) -> str:
+    # Mirrors modelserve_server.fetch: DEST_DIR/<last path component, unsafe chars as "_">.
+    name = _SAFE_NAME_RE.sub("_", unquote(raw))
+    return default if name in ("", ".", "..") else name
+
+
+def model_path(uri: str) -> str:
+    """Where the server finds the model inside the pod.
+
+    Fetched URIs land at ``/models/<last path component>`` (the fetch contract); a ``pvc://claim/p``
+    model is the claim mounted at ``/models``, so the path is ``/models/p``.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme == "pvc":
+        return f"{MODELS_DIR}/{parts.path.lstrip('/')}"
+    path = parts.path.rstrip("/") if parts.scheme else uri.split("#", 1)[0].rstrip("/")
+    last = path.rsplit("/", 1)[-1]
+    default = "model.onnx" if parts.scheme in ("http", "https") else "model"
+    return f"{MODELS_DIR}/{_safe_name(last, default)}"
+
+
+def pvc_claim(uri: str) -> str | None:
+    """The claim name of a ``pvc://claim/path`` URI, else ``None``."""
+    parts = urlsplit(uri)
+    return parts.netloc if parts.scheme == "pvc" else None
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def termination_grace_seconds(ctx: RenderContext) -> int:
+    return PRE_STOP_SECONDS + ctx.spec.runtime.drain_seconds + GRACE_MARGIN_SECONDS
+
+
+def server_args(ctx: RenderContext) -> list[str]:
+    """Arguments of ``modelserve`` in the server container (the CLI contract of issue 2)."""
+    rt = ctx.spec.runtime
+    args = [
+        "serve",
+        "--model",
+        f"{ctx.model_name}={model_path(ctx.spec.model.uri)}",
+        "--host",
+        "0.0.0.0",
+        "--http-port",
+        str(HTTP_CONTAINER_PORT),
+        "--grpc-port",
+        str(GRPC_CONTAINER_PORT if ctx.spec.service.grpc_port else 0),
+        "--max-batch-size",
+        str(rt.max_batch_size),
+        "--max-batch-delay-ms",
+        _number(rt.max_batch_delay_ms),
+        "--providers",
+        rt.providers,
+    ]
+    if rt.intra_op_threads is not None:
+        args += ["--intra-op-threads", str(rt.intra_op_threads)]
+    args += ["--drain-seconds", str(rt.drain_seconds), "--log-format", ctx.config.log_format]
+    return args + list(rt.args)
+
+
+def _container_security() -> Obj:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _amounts(amounts: Any) -> Obj:
+    out: Obj = {}
+    if amounts.cpu is not None:
+        out["cpu"] = str(amounts.cpu)
+    if amounts.memory is not None:
+        out["memory"] = str(amounts.memory)
+    return out
+
+
+def _server_resources(ctx: RenderContext) -> Obj:
+    res = ctx.spec.resources
+    requests = _amounts(res.requests)
+    limits = _amounts(res.limits)
+    limits.setdefault("memory", requests["memory"])
+    if res.gpu > 0:
+        # Extended resources cannot be overcommitted: the request equals the limit.
+        limits[ctx.gpu_resource] = str(res.gpu)
+        requests[ctx.gpu_resource] = str(res.gpu)
+    out: Obj = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _env(ctx: RenderContext) -> list[Obj]:
+    base: list[Obj] = [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "XDG_CACHE_HOME", "value": CACHE_DIR},
+    ]
+    user = [_clean(e.model_dump(by_alias=True, exclude_none=True)) for e in ctx.spec.runtime.env]
+    names = {e["name"] for e in user}
+    return [e for e in base if e["name"] not in names] + user
+
+
+def _mounts(*, models_read_only: bool) -> list[Obj]:
+    # readOnly only when true: the API server drops a false one, and a field that never comes
+    # back would look like drift to the reconciler's subset comparison.
+    models: Obj = {"name": "models", "mountPath": MODELS_DIR}
+    if models_read_only:
+        models["readOnly"] = True
+    return [models, {"name": "tmp", "mountPath": "/tmp"}, {"name": "cache", "mountPath": CACHE_DIR}]
+
+
+def _clean(obj: Obj) -> Obj:
+    """A user-given object without None or "" values (the API server omits them when stored)."""
+    return {k: v for k, v in obj.items() if v is not None and v != ""}
+
+
+def _fetch_container(ctx: RenderContext) -> Obj:
+    model = ctx.spec.model
+    args = ["fetch", model.uri, MODELS_DIR]
+    if model.sha256:
+        args += ["--sha256", model.sha256]
+    container: Obj = {
+        "name": FETCH_CONTAINER,
+        "image": ctx.fetch_image,
+        "imagePullPolicy": ctx.config.image_pull_policy,
+        "command": ["modelserve"],
+        "args": args,
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "XDG_CACHE_HOME", "value": CACHE_DIR},
+        ],
+    }
+    if model.credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": model.credentials_secret}}]
+    # Downloads stream to disk: a small request, but the same memory ceiling as the server.
+    res = ctx.spec.resources
+    memory_limit = res.limits.memory if res.limits.memory is not None else res.requests.memory
+    request = "256Mi" if parse_quantity(memory_limit) >= parse_quantity("256Mi") else str(memory_limit)
+    container["resources"] = {
+        "requests": {"cpu": "100m", "memory": request},
+        "limits": {"memory": str(memory_limit)},
+    }
+    container["securityContext"] = _container_security()
+    container["volumeMounts"] = _mounts(models_read_only=False)
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    return container
+
+
+def _probe(path: str, *, period: int, failures: int, timeout: int = 3) -> Obj:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
+
+
+def _server_container(ctx: RenderContext) -> Obj:
+    ports: list[Obj] = [{"name": "http", "containerPort": HTTP_CONTAINER_PORT, "protocol": "TCP"}]
+    if ctx.spec.service.grpc_port:
+        ports.append({"name": "grpc", "containerPort": GRPC_CONTAINER_PORT, "protocol": "TCP"})
+    return {
+        "name": SERVER_CONTAINER,
+        "image": ctx.server_image,
+        "imagePullPolicy": ctx.config.image_pull_policy,
+        "command": ["modelserve"],
+        "args": server_args(ctx),
+        "ports": ports,
+        "env": _env(ctx),
+        "resources": _server_resources(ctx),
+        # Model load and warm-up may take minutes (large downloads happen in the init container).
+        "startupProbe": _probe(LIVE_PATH, period=5, failures=180),
+        "readinessProbe": _probe(READY_PATH, period=5, failures=2),
+        "livenessProbe": _probe(LIVE_PATH, period=10, failures=3, timeout=5),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
+        "securityContext": _container_security(),
+        "volumeMounts": _mounts(models_read_only=True),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def _tolerations(ctx: RenderContext) -> list[Obj]:
+    tolerations = [
+        _clean(t.model_dump(by_alias=True, exclude_none=True)) for t in ctx.spec.scheduling.tolerations
+    ]
+    if ctx.spec.resources.gpu > 0:
+        gpu = {"key": ctx.gpu_resource, "operator": "Exists", "effect": "NoSchedule"}
+        if gpu not in tolerations:
+            tolerations.append(gpu)
+    return tolerations
+
+
+def _volumes(ctx: RenderContext) -> list[Obj]:
+    claim = pvc_claim(ctx.spec.model.uri)
+    models: Obj = (
+        {"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        if claim
+        else {"name": "models", "emptyDir": {}}
+    )
+    return [
+        models,
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+        {"name": "cache", "emptyDir": {"sizeLimit": "1Gi"}},
+    ]
+
+
+def _pod_annotations(ctx: RenderContext) -> dict[str, str]:
+    return {
+        **ctx.spec.pod_template.annotations,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(HTTP_CONTAINER_PORT),
+        "prometheus.io/path": METRICS_PATH,
+        "kubectl.kubernetes.io/default-container": SERVER_CONTAINER,
+    }
+
+
+def _pod_spec(ctx: RenderContext) -> Obj:
+    sched = ctx.spec.scheduling
+    pod: Obj = {}
+    if ctx.spec.pod_template.service_account_name:
+        pod["serviceAccountName"] = ctx.spec.pod_template.service_account_name
+    # The server never talks to the API server.
+    pod["automountServiceAccountToken"] = False
+    pod["enableServiceLinks"] = False
+    pod["securityContext"] = {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "fsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    pod["terminationGracePeriodSeconds"] = termination_grace_seconds(ctx)
+    if not pvc_claim(ctx.spec.model.uri):
+        pod["initContainers"] = [_fetch_container(ctx)]
+    pod["containers"] = [_server_container(ctx)]
+    pod["volumes"] = _volumes(ctx)
+    if sched.node_selector:
+        pod["nodeSelector"] = dict(sched.node_selector)
+    tolerations = _tolerations(ctx)
+    if tolerations:
+        pod["tolerations"] = tolerations
+    if sched.affinity:
+        pod["affinity"] = dict(sched.affinity)
+    if sched.priority_class_name:
+        pod["priorityClassName"] = sched.priority_class_name
+    if sched.runtime_class_name:
+        pod["runtimeClassName"] = sched.runtime_class_name
+    spread = sched.topology_spread
+    if spread.enabled:
+        pod["topologySpreadConstraints"] = [
+            {
+                "maxSkew": spread.max_skew,
+                "topologyKey": spread.topology_key,
+                "whenUnsatisfiable": spread.when_unsatisfiable,
+                "labelSelector": {"matchLabels": ctx.selector},
+            }
+        ]
+    if ctx.spec.pod_template.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": s} for s in ctx.spec.pod_template.image_pull_secrets]
+    return pod
+
+
+def desired_replicas(ctx: RenderContext) -> int | None:
+    """The Deployment's ``spec.replicas``: fixed count, 0 when scaled to zero, None under an HPA."""
+    scaling = ctx.spec.scaling
+    return None if scaling.autoscaled else scaling.min_replicas
+
+
+def render_deployment(ctx: RenderContext) -> Obj:
+    spec: Obj = {}
+    replicas = desired_replicas(ctx)
+    if replicas is not None:
+        spec["replicas"] = replicas
+    spec.update(
+        {
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": ctx.selector},
+            # Never drop below the wanted capacity during a rollout (a GPU pod may take a while).
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {
+                    "labels": pod_labels(
+                        ctx.name,
+                        ctx.spec.model.version,
+                        {**ctx.config.extra_pod_labels, **ctx.spec.pod_template.labels},
+                    ),
+                    "annotations": _pod_annotations(ctx),
+                },
+                "spec": _pod_spec(ctx),
+            },
+        }
+    )
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": ctx.metadata(), "spec": spec}

@@ -1,0 +1,256 @@
+"""The ModelDeployment's status, computed from what the cluster reports about its children.
+
+Why a pure module: status is the part a user reads (``kubectl get md``, ``kubectl describe``),
+so its rules deserve table-driven tests without a cluster. The reconciler hands in the
+ModelDeployment, the live Deployment and its pods (and, when the spec itself cannot work, a
+:class:`Problem`); this module answers with the status it should have and, separately, the
+patch to write: ``None`` when nothing changed, so that an unchanged reconcile writes nothing.
+
+Conditions follow the Kubernetes conventions (``type``, ``status``, ``reason``, ``message``,
+``lastTransitionTime``, ``observedGeneration``); ``lastTransitionTime`` moves only when a
+condition's status flips, so a steady state never rewrites the timestamps.
+
+``Degraded`` carries the most specific reason the pods reveal, with the cluster's own words:
+the scheduler's message for an unschedulable pod ("0/3 nodes are available: 3 Insufficient
+nvidia.com/gpu"), the ``fetch`` init container's termination message when the model download
+fails, the kubelet's message for image pull errors, and the Deployment controller's message
+when pods cannot even be created (Pod Security, quota).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+FETCH_CONTAINER = "fetch"
+IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
+CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Why the ModelDeployment is degraded: a CamelCase reason and a human-readable message."""
+
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Transition:
+    """A condition whose status or reason changed: the reconciler posts an Event for it."""
+
+    type: str
+    status: str
+    reason: str
+    message: str
+    previous_status: str | None = None
+
+    @property
+    def warning(self) -> bool:
+        """Warnings are the transitions a user should look at: degraded, or no longer ready."""
+        return (self.type == "Degraded" and self.status == "True") or (
+            self.type == "Ready" and self.status == "False" and self.previous_status == "True"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusUpdate:
+    """The full desired status, the merge patch to write (None: no write), and transitions."""
+
+    status: dict[str, Any]
+    patch: dict[str, Any] | None
+    transitions: list[Transition]
+
+
+def _get(obj: Mapping[str, Any] | None, *path: str) -> Any:
+    cur: Any = obj
+    for key in path:
+        if not isinstance(cur, Mapping):
+            return None
+        cur = cur.get(key)
+    return cur
+
+
+def rfc3339(now: datetime.datetime) -> str:
+    """Kubernetes' timestamp format: UTC, seconds precision, a ``Z`` suffix."""
+    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def selector_string(selector: Mapping[str, str] | str) -> str:
+    """The scale subresource wants a label selector *string* in ``status.selector``."""
+    if isinstance(selector, str):
+        return selector
+    return ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
+
+
+def _terminated(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The most recent failed termination of a container, current or previous."""
+    for state in ("state", "lastState"):
+        term = _get(status, state, "terminated")
+        if isinstance(term, Mapping) and term.get("exitCode", 0) != 0:
+            return term
+    return None
+
+
+def _termination_text(term: Mapping[str, Any]) -> str:
+    detail = str(term.get("message") or term.get("reason") or "terminated").strip()
+    return f"{detail} (exit code {term.get('exitCode')})"
+
+
+def pod_problem(pod: Mapping[str, Any]) -> Problem | None:
+    """The single most telling problem of one pod, or None when the pod looks healthy."""
+    name = _get(pod, "metadata", "name") or "?"
+    if _get(pod, "metadata", "deletionTimestamp"):
+        return None  # a terminating pod's troubles are history
+    for container in _get(pod, "status", "initContainerStatuses") or []:
+        waiting = _get(container, "state", "waiting") or {}
+        if waiting.get("reason") in IMAGE_PULL_REASONS:
+            text = waiting.get("message") or waiting["reason"]
+            return Problem(waiting["reason"], f"pod {name}, init container {container.get('name')}: {text}")
+        if container.get("name") == FETCH_CONTAINER and not container.get("ready"):
+            term = _terminated(container)
+            if term is not None:
+                text = _termination_text(term)
+                return Problem("ModelFetchFailed", f"pod {name}: model fetch failed: {text}")
+    for container in _get(pod, "status", "containerStatuses") or []:
+        waiting = _get(container, "state", "waiting") or {}
+        reason = waiting.get("reason")
+        if reason in IMAGE_PULL_REASONS or reason in CONFIG_REASONS:
+            text = waiting.get("message") or reason
+            return Problem(reason, f"pod {name}, container {container.get('name')}: {text}")
+        if reason == "CrashLoopBackOff":
+            term = _terminated(container)
+            last = f"; last exit: {_termination_text(term)}" if term is not None else ""
+            return Problem("CrashLoopBackOff", f"pod {name}, container {container.get('name')} crashes{last}")
+    for cond in _get(pod, "status", "conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            message = cond.get("message") or "the pod cannot be scheduled"
+            return Problem(cond.get("reason") or "Unschedulable", f"{message} (pod {name})")
+    return None
+
+
+def _deployment_condition(deployment: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any]:
+    for cond in _get(deployment, "status", "conditions") or []:
+        if cond.get("type") == kind:
+            return dict(cond)
+    return {}
+
+
+def find_problem(
+    deployment: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]
+) -> Problem | None:
+    """What keeps the model from serving as specified, from the Deployment and its pods."""
+    failure = _deployment_condition(deployment, "ReplicaFailure")
+    if failure.get("status") == "True":
+        message = failure.get("message") or "pods cannot be created"
+        return Problem(failure.get("reason") or "FailedCreate", message)
+    for pod in sorted(pods, key=lambda p: str(_get(p, "metadata", "name"))):
+        found = pod_problem(pod)
+        if found is not None:
+            return found
+    progressing = _deployment_condition(deployment, "Progressing")
+    if progressing.get("status") == "False" and progressing.get("reason") == "ProgressDeadlineExceeded":
+        return Problem("ProgressDeadlineExceeded", progressing.get("message") or "the rollout is stuck")
+    return None
+
+
+def _conditions(
+    deployment: Mapping[str, Any] | None, problem: Problem | None, spec_problem: bool
+) -> dict[str, tuple[str, str, str]]:
+    """(status, reason, message) per condition type."""
+    wanted = _get(deployment, "spec", "replicas")
+    wanted = 1 if wanted is None else int(wanted)
+    ready = int(_get(deployment, "status", "readyReplicas") or 0)
+    updated = int(_get(deployment, "status", "updatedReplicas") or 0)
+    total = int(_get(deployment, "status", "replicas") or 0)
+    generation = _get(deployment, "metadata", "generation")
+    observed = _get(deployment, "status", "observedGeneration")
+    caught_up = generation is None or (observed is not None and int(observed) >= int(generation))
+
+    result: dict[str, tuple[str, str, str]] = {}
+    if deployment is None:
+        reason = problem.reason if problem is not None else "DeploymentMissing"
+        message = problem.message if problem is not None else "the Deployment does not exist yet"
+        result["Ready"] = ("False", reason, message)
+        result["Progressing"] = ("False" if spec_problem else "True", reason, message)
+    else:
+        counts = f"{ready}/{wanted} replicas ready"
+        if wanted == 0:
+            result["Ready"] = ("False", "ScaledToZero", "the model is scaled to zero replicas")
+        elif ready >= wanted:
+            result["Ready"] = ("True", "ReplicasReady", counts)
+        else:
+            result["Ready"] = ("False", "ReplicasNotReady", counts)
+        rolled = caught_up and updated >= wanted and total <= wanted and ready >= wanted
+        stuck = problem is not None and (spec_problem or problem.reason == "ProgressDeadlineExceeded")
+        if stuck and problem is not None:
+            result["Progressing"] = ("False", problem.reason, problem.message)
+        elif rolled:
+            result["Progressing"] = ("False", "RolloutComplete", f"{updated}/{wanted} replicas up to date")
+        else:
+            result["Progressing"] = ("True", "RollingOut", f"{updated}/{wanted} replicas updated, {counts}")
+    if problem is not None:
+        result["Degraded"] = ("True", problem.reason, problem.message)
+    else:
+        result["Degraded"] = ("False", "AsExpected", "no problem found")
+    return result
+
+
+def compute_status(
+    md: Mapping[str, Any],
+    *,
+    deployment: Mapping[str, Any] | None,
+    pods: Sequence[Mapping[str, Any]] = (),
+    url: str | None,
+    selector: Mapping[str, str] | str | None,
+    problem: Problem | None = None,
+    model: str | None = None,
+    now: datetime.datetime | None = None,
+) -> StatusUpdate:
+    """The status ``md`` should have, and the merge patch that gets it there (None if none).
+
+    ``problem`` is a spec-level problem found by the reconciler (invalid spec, missing PVC):
+    it wins over anything the pods say, and the children may not even exist.
+    """
+    now = now or datetime.datetime.now(datetime.UTC)
+    current: Mapping[str, Any] = md.get("status") or {}
+    generation = _get(md, "metadata", "generation")
+    spec_problem = problem is not None
+    problem = problem or find_problem(deployment, pods)
+    previous = {c.get("type"): c for c in current.get("conditions") or [] if isinstance(c, Mapping)}
+
+    conditions: list[dict[str, Any]] = []
+    transitions: list[Transition] = []
+    for ctype, (cstatus, reason, message) in _conditions(deployment, problem, spec_problem).items():
+        before = previous.get(ctype) or {}
+        same_status = before.get("status") == cstatus
+        cond: dict[str, Any] = {
+            "type": ctype,
+            "status": cstatus,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": before.get("lastTransitionTime") if same_status else None,
+        }
+        cond["lastTransitionTime"] = cond["lastTransitionTime"] or rfc3339(now)
+        if generation is not None:
+            cond["observedGeneration"] = int(generation)
+        conditions.append(cond)
+        if (not same_status or before.get("reason") != reason) and (before or cstatus == "True"):
+            transitions.append(Transition(ctype, cstatus, reason, message, before.get("status")))
+
+    status: dict[str, Any] = {
+        "model": model,
+        "replicas": int(_get(deployment, "status", "replicas") or 0),
+        "readyReplicas": int(_get(deployment, "status", "readyReplicas") or 0),
+        "url": url,
+        "selector": selector_string(selector) if selector is not None else None,
+        "conditions": conditions,
+    }
+    if generation is not None:
+        status["observedGeneration"] = int(generation)
+    status = {key: value for key, value in status.items() if value is not None}
+    unchanged = all(current.get(key) == value for key, value in status.items())
+    return StatusUpdate(status=status, patch=None if unchanged else status, transitions=transitions)

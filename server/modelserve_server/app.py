@@ -1,0 +1,186 @@
+"""Run the server process: HTTP (uvicorn), optional gRPC, model loading, and graceful shutdown.
+
+Why this sequence:
+
+1. Bind the HTTP (and gRPC) ports *first*, so liveness answers while models load and a port conflict
+   fails fast; readiness stays 503 until every model is loaded and warmed.
+2. Signals are handled here, not by uvicorn, because SIGTERM must turn readiness to 503 *at once*
+   while in-flight and queued requests still complete: we mark the service as draining, then let
+   uvicorn stop accepting connections and wait for open ones (at most ``--drain-seconds``), stop
+   gRPC with the same grace, wait for the batch queues to empty, and exit 0.
+3. A start-up error (bad model, unavailable provider, port in use) is logged in one line and the
+   process exits 1, so a pod never turns ready on a broken configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+import socket
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import uvicorn
+
+from modelserve_server.errors import StartupError
+from modelserve_server.protocol.rest import create_app
+from modelserve_server.repository import build_index
+from modelserve_server.runtime.providers import ProviderPlan
+from modelserve_server.service import InferenceService
+
+log = logging.getLogger("modelserve_server")
+
+GRPC_MODULE = "modelserve_server.protocol.grpc.server"
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    """The parsed ``modelserve serve`` command line."""
+
+    models: list[str]
+    model_repository: Path | None
+    host: str
+    http_port: int
+    grpc_port: int
+    max_batch_size: int
+    max_batch_delay_ms: float
+    providers: str
+    intra_op_threads: int
+    max_request_bytes: int
+    drain_seconds: float
+
+
+class GrpcHandle(Protocol):
+    """What ``start_grpc_server`` returns (implemented in ``protocol/grpc/server.py``)."""
+
+    async def stop(self, grace: float) -> None: ...
+
+
+class _UvicornServer(uvicorn.Server):
+    """uvicorn without its own signal handling: :func:`serve` owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind the HTTP listening socket ourselves, so a port conflict is a clean StartupError."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartupError(f"--host {host}: {exc}") from exc
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _start_grpc(service: InferenceService, host: str, port: int) -> GrpcHandle | None:
+    try:
+        module: Any = importlib.import_module(GRPC_MODULE)
+    except ImportError as exc:
+        raise StartupError(f"--grpc-port {port}: the gRPC front end is not available ({exc})") from exc
+    handle: GrpcHandle = await module.start_grpc_server(service, host, port)
+    log.info("gRPC listening on %s:%d", host, port)
+    return handle
+
+
+async def serve(options: ServeOptions, plan: ProviderPlan) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code (0 after a clean drain)."""
+    loop = asyncio.get_running_loop()
+    service = InferenceService(
+        max_batch_size=options.max_batch_size, max_batch_delay_ms=options.max_batch_delay_ms
+    )
+    app = create_app(service, max_request_bytes=options.max_request_bytes)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    config = uvicorn.Config(
+        app,
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=max(1, round(options.drain_seconds)),
+        timeout_keep_alive=30,
+        backlog=2048,
+    )
+    server = _UvicornServer(config)
+    grpc: GrpcHandle | None = None
+    try:
+        sock = bind_socket(options.host, options.http_port)
+        http_task = loop.create_task(server.serve(sockets=[sock]))
+        if options.grpc_port:
+            grpc = await _start_grpc(service, options.host, options.grpc_port)
+        log.info("HTTP listening on %s:%d; loading models", options.host, options.http_port)
+        load_task = loop.create_task(_load(service, options, plan))
+        stop_task = loop.create_task(stop.wait())
+        done, _ = await asyncio.wait({load_task, stop_task, http_task}, return_when=asyncio.FIRST_COMPLETED)
+        if load_task in done:
+            load_task.result()  # re-raise StartupError
+            done, _ = await asyncio.wait({stop_task, http_task}, return_when=asyncio.FIRST_COMPLETED)
+        else:
+            load_task.cancel()
+        if http_task in done and stop_task not in done:
+            raise StartupError("the HTTP server stopped unexpectedly")
+    except StartupError as exc:
+        log.error("start-up failed: %s", exc)
+        server.should_exit = True
+        if grpc is not None:
+            await grpc.stop(0)
+        service.close()
+        return 1
+    await _drain(service, server, http_task, grpc, options.drain_seconds)
+    stop_task.cancel()
+    return 0
+
+
+async def _load(service: InferenceService, options: ServeOptions, plan: ProviderPlan) -> None:
+    loop = asyncio.get_running_loop()
+    index = await loop.run_in_executor(
+        service.executor, build_index, options.models, options.model_repository
+    )
+    await service.load(index, plan, intra_op_threads=options.intra_op_threads)
+
+
+async def _drain(
+    service: InferenceService,
+    server: uvicorn.Server,
+    http_task: asyncio.Task[None],
+    grpc: GrpcHandle | None,
+    drain_seconds: float,
+) -> None:
+    """SIGTERM: not ready at once, stop accepting, let accepted work finish, then stop."""
+    started = time.monotonic()
+    service.begin_drain()
+    log.info("SIGTERM: draining (up to %.0fs)", drain_seconds)
+    server.should_exit = True  # uvicorn closes its listeners and waits for open requests
+    waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(http_task)]
+    if grpc is not None:
+        waits.append(asyncio.ensure_future(grpc.stop(drain_seconds)))
+    _, pending = await asyncio.wait(waits, timeout=drain_seconds + 5)
+    for task in pending:
+        task.cancel()
+    remaining = max(0.0, drain_seconds - (time.monotonic() - started))
+    if not await service.drain(remaining):
+        log.warning("drain timed out with %d request(s) still in flight", service.inflight)
+    service.close()
+    log.info("stopped after %.2fs", time.monotonic() - started)

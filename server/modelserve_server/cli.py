@@ -1,0 +1,150 @@
+"""``modelserve serve`` and ``modelserve fetch``: argument parsing and logging set-up.
+
+The command line is a contract with the operator, the Helm chart and outside checks (issue 2):
+flags keep their names and defaults. ``fetch`` is implemented in :mod:`modelserve_server.fetch`
+(imported lazily, like everything heavy, so ``modelserve --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from modelserve_server.errors import StartupError
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: what log collectors in a cluster parse without configuration."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(fmt: str, level: int = logging.INFO) -> None:
+    """Route every logger (ours, uvicorn's, grpc's) to stderr in ``json`` or ``text`` format."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port: {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``modelserve serve`` parser (exactly the flags of the contract)."""
+    p = argparse.ArgumentParser(
+        prog="modelserve serve",
+        description="Serve ONNX models over the Open Inference Protocol (V2): HTTP/REST and gRPC.",
+    )
+    p.add_argument("--model", action="append", default=[], metavar="[NAME=]URI",
+                   help="a model to serve (repeatable); NAME defaults to the file's stem; URI is a path, "
+                   "file://, http(s):// (optional #sha256=<hex>) or s3://bucket/key")
+    p.add_argument("--model-repository", type=Path, default=None, metavar="DIR",
+                   help="a Triton-style tree DIR/<name>/<version>/model.onnx (all versions; highest default)")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--http-port", type=_port, default=8080, help="HTTP port (default 8080)")
+    p.add_argument("--grpc-port", type=_port, default=8081, help="gRPC port; 0 disables gRPC (default 8081)")
+    p.add_argument("--max-batch-size", type=_positive_int, default=32,
+                   help="rows per dynamic batch; 1 disables batching (default 32)")
+    p.add_argument("--max-batch-delay-ms", type=_non_negative_float, default=2.0,
+                   help="longest a queued request waits for a batch to fill (default 2)")
+    p.add_argument("--providers", default="auto",
+                   help="auto | cuda,cpu | tensorrt,cuda,cpu | cpu: ONNX Runtime execution providers in "
+                   "preference order; a provider named explicitly must load (default auto)")
+    p.add_argument("--intra-op-threads", type=_non_negative_int, default=0, metavar="N",
+                   help="ONNX Runtime intra-op threads per session; 0 lets ONNX Runtime choose (default 0)")
+    p.add_argument("--max-request-bytes", type=_positive_int, default=64 << 20,
+                   help="larger request bodies are refused with 413 before being read (default 67108864)")
+    p.add_argument("--drain-seconds", type=_non_negative_float, default=30.0,
+                   help="on SIGTERM, how long in-flight and queued requests may take to finish (default 30)")
+    p.add_argument("--log-format", choices=("json", "text"), default="json", help="log format (default json)")
+    return p
+
+
+def serve_main(argv: list[str]) -> int:
+    """``modelserve serve ...``: returns 0 after a clean SIGTERM drain, 1 on a start-up error."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_format)
+    log = logging.getLogger("modelserve_server")
+    if not args.model and args.model_repository is None:
+        log.error("start-up failed: no models: give --model [NAME=]URI or --model-repository DIR")
+        return 1
+    # Heavy imports only now: ONNX Runtime, numpy, FastAPI, uvicorn.
+    from modelserve_server.app import ServeOptions, serve
+    from modelserve_server.runtime.providers import resolve_providers
+
+    try:
+        plan = resolve_providers(args.providers)
+    except StartupError as exc:
+        log.error("start-up failed: %s", exc)
+        return 1
+    options = ServeOptions(
+        models=list(args.model),
+        model_repository=args.model_repository,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        max_batch_size=args.max_batch_size,
+        max_batch_delay_ms=args.max_batch_delay_ms,
+        providers=args.providers,
+        intra_op_threads=args.intra_op_threads,
+        max_request_bytes=args.max_request_bytes,
+        drain_seconds=args.drain_seconds,
+    )
+    try:
+        import uvloop
+    except ImportError:  # uvicorn[standard] brings it; plain asyncio still works
+        return asyncio.run(serve(options, plan))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(serve(options, plan))
+
+
+def fetch_main(argv: list[str]) -> int:
+    """``modelserve fetch URI DEST_DIR``: delegated to :mod:`modelserve_server.fetch`."""
+    from modelserve_server.fetch import fetch_main as _fetch_main
+
+    return _fetch_main(argv)

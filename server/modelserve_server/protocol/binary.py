@@ -1,0 +1,122 @@
+"""Raw tensor bytes <-> numpy arrays, as Triton's binary tensor data extension lays them out.
+
+Layout (also gRPC's raw contents): little-endian, row-major, unpadded; BOOL one byte per element;
+BYTES elements each prefixed by their length as a 4-byte little-endian unsigned integer.
+
+Why these rules are a module: every size is checked with Python integers *before* anything is
+allocated, so a request declaring shape ``[10**12, 64]`` with 16 bytes of data is a cheap 400, and
+fixed-width tensors are decoded with ``np.frombuffer`` (a zero-copy view of the request body) rather
+than a per-element loop. BYTES tensors are the one place with a loop, because each element has its
+own length.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+
+import numpy as np
+
+from modelserve_server.datatypes import BYTES, V2_TO_NUMPY
+from modelserve_server.errors import InvalidInput
+
+_LEN = struct.Struct("<I")
+#: Upper bound on the rank a request may declare (numpy's own limit is 64).
+MAX_RANK = 32
+#: Upper bound on the elements one tensor may declare, whatever its data says (2**40).
+MAX_ELEMENTS = 1 << 40
+
+
+def check_shape(shape: object, tensor: str) -> tuple[int, ...]:
+    """Validate a declared shape (a list of non-negative ints) and return it as a tuple.
+
+    ``bool`` is refused although Python counts it as an int; ranks above :data:`MAX_RANK` and element
+    counts above :data:`MAX_ELEMENTS` are refused before anything is computed from them.
+    """
+    if not isinstance(shape, list | tuple):
+        raise InvalidInput(f"input {tensor!r}: 'shape' must be a list of integers")
+    if len(shape) > MAX_RANK:
+        raise InvalidInput(f"input {tensor!r}: rank {len(shape)} exceeds the limit of {MAX_RANK}")
+    for dim in shape:
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
+            raise InvalidInput(f"input {tensor!r}: shape {list(shape)!r} must hold non-negative integers")
+    dims = tuple(shape)
+    count = math.prod(dims)
+    if count > MAX_ELEMENTS:
+        raise InvalidInput(f"input {tensor!r}: shape {list(dims)} declares {count} elements, too many")
+    return dims
+
+
+def element_count(shape: Sequence[int]) -> int:
+    """Number of elements of a validated shape (Python ints: no overflow)."""
+    return math.prod(shape)
+
+
+def decode_tensor(buffer: memoryview, datatype: str, shape: tuple[int, ...], tensor: str) -> np.ndarray:
+    """Decode exactly ``buffer`` as a tensor of ``datatype`` and ``shape``.
+
+    Fixed-width types: a read-only zero-copy view when ``buffer`` is aligned for the dtype, else one
+    copy. BYTES: an ``object`` array of ``bytes``. :class:`InvalidInput` when sizes disagree.
+    """
+    count = element_count(shape)
+    if datatype == BYTES:
+        return decode_bytes_elements(buffer, count, tensor).reshape(shape)
+    dtype = V2_TO_NUMPY[datatype]
+    expected = count * dtype.itemsize
+    if len(buffer) != expected:
+        raise InvalidInput(
+            f"input {tensor!r}: {len(buffer)} bytes of binary data, "
+            f"but {datatype} {list(shape)} needs {expected}"
+        )
+    array = np.frombuffer(buffer, dtype=dtype, count=count)
+    if not array.flags.aligned:
+        array = array.copy()
+    return array.reshape(shape)
+
+
+def decode_bytes_elements(buffer: memoryview, count: int, tensor: str) -> np.ndarray:
+    """Parse ``count`` length-prefixed elements that must fill ``buffer`` exactly."""
+    size = len(buffer)
+    # Each element needs at least its 4-byte length: refuse absurd counts before allocating.
+    if count * 4 > size:
+        raise InvalidInput(
+            f"input {tensor!r}: {size} bytes cannot hold {count} BYTES elements (4-byte length each)"
+        )
+    out = np.empty(count, dtype=object)
+    offset = 0
+    raw = bytes(buffer)
+    for i in range(count):
+        if offset + 4 > size:
+            raise InvalidInput(f"input {tensor!r}: BYTES element {i} has a truncated length prefix")
+        (length,) = _LEN.unpack_from(raw, offset)
+        offset += 4
+        end = offset + length
+        if end > size:
+            raise InvalidInput(f"input {tensor!r}: BYTES element {i} of {length} bytes runs past the data")
+        out[i] = raw[offset:end]
+        offset = end
+    if offset != size:
+        raise InvalidInput(f"input {tensor!r}: {size - offset} bytes left over after {count} BYTES elements")
+    return out
+
+
+def encode_tensor(array: np.ndarray, datatype: str) -> bytes | memoryview:
+    """The raw bytes of an output tensor (a zero-copy view for contiguous fixed-width arrays)."""
+    if datatype == BYTES:
+        return encode_bytes_elements(array)
+    dtype = V2_TO_NUMPY[datatype]
+    if array.dtype != dtype:
+        array = array.astype(dtype)
+    array = np.ascontiguousarray(array)
+    return array.data.cast("B") if array.size else b""
+
+
+def encode_bytes_elements(array: np.ndarray) -> bytes:
+    """Length-prefix every element of an ``object`` array of ``bytes`` (or ``str``) and join them."""
+    parts: list[bytes] = []
+    for item in array.ravel():
+        data = item if isinstance(item, bytes) else str(item).encode("utf-8")
+        parts.append(_LEN.pack(len(data)))
+        parts.append(data)
+    return b"".join(parts)

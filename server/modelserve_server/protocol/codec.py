@@ -1,0 +1,273 @@
+"""The V2 REST inference body, JSON and Triton's binary tensor data extension, both directions.
+
+Why here and not in the FastAPI handlers: this is where every client mistake must become a precise
+400 (which tensor, what is wrong), and where speed is won or lost. The rules:
+
+* A request body is JSON, unless the ``Inference-Header-Content-Length: N`` header is present: then
+  the first N bytes are the JSON header and the rest is the binary section. A *missing* Content-Type
+  means JSON (``tritonclient.http`` sends none).
+* An input carries either ``data`` (flat or nested JSON, BYTES as strings) or
+  ``parameters.binary_data_size`` (its bytes are the next slice of the binary section, in input
+  order). Leftover binary bytes are an error.
+* Sizes are compared as Python integers before any allocation (see :mod:`.binary`), JSON numbers are
+  converted by numpy in C (``np.array(list, dtype)``), binary tensors are zero-copy views.
+* Outputs are binary when the output asks ``binary_data: true``, or when it does not say and the
+  request's ``binary_data_output`` parameter is true. JSON outputs are serialised by orjson straight
+  from numpy. A response never carries ``"parameters": null`` (perf_analyzer rejects it).
+* ``parameters`` objects may nest at most :data:`MAX_PARAMETER_DEPTH` levels; ``data`` may nest no
+  deeper than the tensor's rank. (orjson itself refuses documents nested beyond 1024 levels.)
+
+This module imports no web framework: the gRPC front end and tests use it without FastAPI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelserve_server.datatypes import BYTES, V2_TO_NUMPY
+from modelserve_server.errors import InvalidInput
+from modelserve_server.protocol.binary import check_shape, decode_tensor, element_count, encode_tensor
+from modelserve_server.types import InferInput, InferRequest, InferResponse, RequestedOutput
+
+HEADER_LENGTH = "inference-header-content-length"
+MAX_PARAMETER_DEPTH = 8
+_NUMPY_OPTION = orjson.OPT_SERIALIZE_NUMPY
+
+
+def parse_header_length(value: str | None, body_length: int) -> int | None:
+    """The ``Inference-Header-Content-Length`` value checked against the body; None when absent."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.isdigit() or len(text) > 19:
+        raise InvalidInput(f"Inference-Header-Content-Length {value!r} is not a non-negative integer")
+    length = int(text)
+    if length > body_length:
+        raise InvalidInput(
+            f"Inference-Header-Content-Length {length} exceeds the body of {body_length} bytes"
+        )
+    return length
+
+
+def _check_depth(value: object, limit: int, where: str) -> None:
+    """Refuse ``parameters`` nested deeper than ``limit`` (iterative: no recursion to exhaust)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: list[object] = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            raise InvalidInput(f"{where} nests deeper than {limit} levels")
+        stack.extend((c, depth + 1) for c in children)
+
+
+def _parameters(doc: dict[str, Any], where: str) -> dict[str, Any]:
+    params = doc.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidInput(f"{where}: 'parameters' must be an object")
+    _check_depth(params, MAX_PARAMETER_DEPTH, f"{where}: 'parameters'")
+    return params
+
+
+def _strings(data: object, max_depth: int, tensor: str) -> list[bytes]:
+    """Flatten (possibly nested) JSON strings of a BYTES tensor into UTF-8 bytes."""
+    if isinstance(data, str):
+        return [data.encode("utf-8")]
+    if not isinstance(data, list):
+        raise InvalidInput(f"input {tensor!r}: BYTES data must be a list of strings")
+    out: list[bytes] = []
+    stack: list[tuple[list[object], int]] = [(data, 1)]
+    # Depth-first with an explicit stack, keeping element order.
+    iters = [iter(data)]
+    depths = [1]
+    del stack
+    while iters:
+        try:
+            item = next(iters[-1])
+        except StopIteration:
+            iters.pop()
+            depths.pop()
+            continue
+        if isinstance(item, str):
+            out.append(item.encode("utf-8"))
+        elif isinstance(item, list):
+            if depths[-1] + 1 > max_depth:
+                raise InvalidInput(f"input {tensor!r}: data nests deeper than its shape")
+            iters.append(iter(item))
+            depths.append(depths[-1] + 1)
+        else:
+            raise InvalidInput(f"input {tensor!r}: BYTES data must hold strings, got {type(item).__name__}")
+    return out
+
+
+def decode_json_data(data: object, datatype: str, shape: tuple[int, ...], tensor: str) -> np.ndarray:
+    """A tensor from JSON ``data`` (flat or nested) that must hold exactly ``prod(shape)`` elements."""
+    count = element_count(shape)
+    max_depth = max(1, len(shape))
+    if datatype == BYTES:
+        flat = _strings(data, max_depth, tensor)
+        if len(flat) != count:
+            raise InvalidInput(
+                f"input {tensor!r}: {len(flat)} elements of data, but shape {list(shape)} needs {count}"
+            )
+        array = np.empty(count, dtype=object)
+        array[:] = flat
+        return array.reshape(shape)
+    if not isinstance(data, list):
+        if isinstance(data, bool | int | float):
+            data = [data]
+        else:
+            raise InvalidInput(f"input {tensor!r}: 'data' must be a list of numbers")
+    dtype = V2_TO_NUMPY[datatype]
+    try:
+        if datatype == "BOOL":
+            # np.array(["false"], dtype=bool) would be True: only booleans and 0/1 integers count.
+            array = np.array(data)
+            if array.dtype.kind not in "biu" or (array.dtype.kind != "b" and array.size and
+                                                 not bool(np.isin(array, (0, 1)).all())):
+                raise InvalidInput(f"input {tensor!r}: BOOL data must hold true/false")
+            array = array.astype(np.bool_)
+        else:
+            array = np.array(data, dtype=dtype)
+    except InvalidInput:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidInput(f"input {tensor!r}: data is not valid {datatype}: {exc}") from None
+    if array.ndim > max_depth:
+        raise InvalidInput(f"input {tensor!r}: data nests deeper than its shape {list(shape)}")
+    if array.size != count:
+        raise InvalidInput(
+            f"input {tensor!r}: {array.size} elements of data, but shape {list(shape)} needs {count}"
+        )
+    return array.reshape(shape)
+
+
+def _outputs(doc: dict[str, Any]) -> list[RequestedOutput]:
+    raw = doc.get("outputs")
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InvalidInput("'outputs' must be a list")
+    outputs: list[RequestedOutput] = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise InvalidInput(f"outputs[{i}] must be an object with a string 'name'")
+        params = _parameters(entry, f"output {entry['name']!r}")
+        if params.get("classification") is not None:
+            raise InvalidInput(f"output {entry['name']!r}: the classification extension is not supported")
+        binary = params.get("binary_data")
+        if binary is not None and not isinstance(binary, bool):
+            raise InvalidInput(f"output {entry['name']!r}: 'binary_data' must be true or false")
+        outputs.append(RequestedOutput(entry["name"], binary))
+    return outputs
+
+
+def decode_infer_request(
+    body: bytes, header_length: int | None, model: str, version: str | None
+) -> InferRequest:
+    """Decode a REST inference body (``header_length``: see :func:`parse_header_length`)."""
+    view = memoryview(body)
+    json_part = view if header_length is None else view[:header_length]
+    binary = None if header_length is None else view[header_length:]
+    try:
+        doc = orjson.loads(json_part)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"malformed JSON in request body: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInput("'id' must be a string")
+    parameters = _parameters(doc, "request")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInput("'inputs' must be a non-empty list")
+    inputs: list[InferInput] = []
+    offset = 0
+    for i, entry in enumerate(raw_inputs):
+        if not isinstance(entry, dict):
+            raise InvalidInput(f"inputs[{i}] must be an object")
+        name = entry.get("name")
+        if not isinstance(name, str):
+            raise InvalidInput(f"inputs[{i}] needs a string 'name'")
+        datatype = entry.get("datatype")
+        if not isinstance(datatype, str) or datatype not in V2_TO_NUMPY:
+            raise InvalidInput(
+                f"input {name!r}: unknown datatype {datatype!r} (one of {', '.join(V2_TO_NUMPY)})"
+            )
+        shape = check_shape(entry.get("shape"), name)
+        params = _parameters(entry, f"input {name!r}")
+        size = params.get("binary_data_size")
+        if size is not None:
+            if "data" in entry:
+                raise InvalidInput(f"input {name!r} has both 'data' and 'binary_data_size'")
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise InvalidInput(f"input {name!r}: binary_data_size must be a non-negative integer")
+            if binary is None:
+                raise InvalidInput(
+                    f"input {name!r} has binary_data_size but the request has no "
+                    "Inference-Header-Content-Length header"
+                )
+            if offset + size > len(binary):
+                raise InvalidInput(
+                    f"input {name!r}: binary_data_size {size} runs past the binary data "
+                    f"({len(binary) - offset} bytes left)"
+                )
+            data = decode_tensor(binary[offset : offset + size], datatype, shape, name)
+            offset += size
+        else:
+            if "data" not in entry:
+                raise InvalidInput(f"input {name!r} has neither 'data' nor 'binary_data_size'")
+            data = decode_json_data(entry["data"], datatype, shape, name)
+        inputs.append(InferInput(name, datatype, shape, data))
+    if binary is not None and offset != len(binary):
+        raise InvalidInput(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
+    return InferRequest(model, version, request_id, inputs, _outputs(doc), parameters)
+
+
+def _json_data(array: np.ndarray, datatype: str, name: str) -> Any:
+    if datatype == BYTES:
+        try:
+            return [b.decode("utf-8") if isinstance(b, bytes) else str(b) for b in array.ravel()]
+        except UnicodeDecodeError:
+            raise InvalidInput(
+                f"output {name!r} holds bytes that are not UTF-8; request it with binary_data: true"
+            ) from None
+    return np.ascontiguousarray(array).reshape(-1)
+
+
+def encode_infer_response(resp: InferResponse, req: InferRequest) -> tuple[bytes, int | None]:
+    """Encode a response; returns (body, JSON header length when the body has a binary section)."""
+    default_binary = req.parameters.get("binary_data_output") is True
+    flags = {o.name: o.binary for o in req.outputs}
+    entries: list[dict[str, Any]] = []
+    chunks: list[bytes | memoryview] = []
+    for out in resp.outputs:
+        flag = flags.get(out.name)
+        entry: dict[str, Any] = {"name": out.name, "datatype": out.datatype, "shape": list(out.shape)}
+        if default_binary if flag is None else flag:
+            raw = encode_tensor(out.data, out.datatype)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = _json_data(out.data, out.datatype, out.name)
+        entries.append(entry)
+    doc: dict[str, Any] = {"model_name": resp.model_name, "model_version": resp.model_version}
+    if resp.id is not None:
+        doc["id"] = resp.id
+    if resp.parameters:
+        doc["parameters"] = resp.parameters
+    doc["outputs"] = entries
+    header = orjson.dumps(doc, option=_NUMPY_OPTION)
+    if not chunks:
+        return header, None
+    return b"".join([header, *chunks]), len(header)

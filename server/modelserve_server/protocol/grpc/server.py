@@ -1,0 +1,193 @@
+"""The gRPC front end: ``inference.GRPCInferenceService`` on grpc.aio, over :class:`InferenceService`.
+
+Why a thin servicer: everything a request means (validation against the model, batching, metrics,
+readiness while draining) lives in the transport-independent service, so REST and gRPC answer the
+same way. This module only decodes messages (:mod:`.codec`), calls the service, and turns
+:class:`~modelserve_server.errors.ModelserveError` into the gRPC status named by its ``grpc_code``
+(errors.py is the one place that decides codes). Any other exception is a bug and becomes INTERNAL,
+logged with its traceback; the server keeps serving.
+
+It runs on the same event loop as the HTTP server (grpc.aio), so inference is awaited exactly as the
+REST path awaits it and never blocks the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from modelserve_server.errors import ModelNotFound, ModelserveError, StartupError
+from modelserve_server.protocol.grpc.codec import decode_request, encode_response, from_triton_json
+from modelserve_server.protocol.grpc.generated import grpc_service_pb2 as pb
+from modelserve_server.protocol.grpc.generated import grpc_service_pb2_grpc as pb_grpc
+from modelserve_server.service import InferenceService
+
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "GrpcServer", "start_grpc_server"]
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "grpc"
+#: Same default as ``serve --max-request-bytes``: the largest request message accepted.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+async def _abort(context: Any, exc: BaseException) -> None:
+    """End the RPC with the status that ``exc`` maps to (raises, as ``context.abort`` does)."""
+    if isinstance(exc, ModelserveError):
+        await context.abort(grpc.StatusCode[exc.grpc_code], exc.message)
+    log.exception("gRPC request failed with an unexpected error", exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """The Open Inference Protocol RPCs, each delegating to the :class:`InferenceService`."""
+
+    def __init__(self, service: InferenceService) -> None:
+        self._service = service
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+        try:
+            return pb.ServerLiveResponse(live=self._service.live())
+        except Exception as exc:
+            await _abort(context, exc)
+            raise
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+        try:
+            return pb.ServerReadyResponse(ready=self._service.ready())
+        except Exception as exc:
+            await _abort(context, exc)
+            raise
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+        # Like Triton: an unknown model is simply not ready (tritonclient's is_model_ready -> False).
+        try:
+            ready = self._service.model_ready(request.name, request.version or None)
+        except ModelNotFound:
+            ready = False
+        except Exception as exc:
+            await _abort(context, exc)
+            raise
+        return pb.ModelReadyResponse(ready=ready)
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Any
+    ) -> pb.ServerMetadataResponse:
+        try:
+            meta = self._service.server_metadata()
+            return pb.ServerMetadataResponse(
+                name=str(meta.get("name", "")),
+                version=str(meta.get("version", "")),
+                extensions=[str(e) for e in meta.get("extensions", [])],
+            )
+        except Exception as exc:
+            await _abort(context, exc)
+            raise
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+        try:
+            meta = self._service.model_metadata(request.name, request.version or None)
+            return pb.ModelMetadataResponse(
+                name=str(meta.get("name", request.name)),
+                versions=[str(v) for v in meta.get("versions", [])],
+                platform=str(meta.get("platform", "")),
+                inputs=[_tensor_metadata(t) for t in meta.get("inputs", [])],
+                outputs=[_tensor_metadata(t) for t in meta.get("outputs", [])],
+            )
+        except Exception as exc:
+            await _abort(context, exc)
+            raise
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        version = request.model_version or None
+        try:
+            # The model first, so an unknown model is NOT_FOUND even when the tensors are malformed too.
+            self._service.check_model(request.model_name, version)
+            req = decode_request(request)
+        except Exception as exc:
+            # Rejected before inference: the service counts it (unknown names create no new series).
+            self._service.record_error(request.model_name, version, PROTOCOL, exc)
+            await _abort(context, exc)
+            raise
+        try:
+            resp = await self._service.infer(req, PROTOCOL)
+            return encode_response(resp)
+        except Exception as exc:
+            await _abort(context, exc)
+            raise
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+        try:
+            config = self._service.model_config(request.name, request.version or None)
+            return pb.ModelConfigResponse(config=from_triton_json(config, pb.ModelConfig()))
+        except Exception as exc:
+            await _abort(context, exc)
+            raise
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: Any
+    ) -> pb.ModelStatisticsResponse:
+        try:
+            stats = self._service.model_stats(request.name or None, request.version or None)
+            return from_triton_json(stats, pb.ModelStatisticsResponse())
+        except Exception as exc:
+            await _abort(context, exc)
+            raise
+
+
+def _tensor_metadata(tensor: dict[str, Any]) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(
+        name=str(tensor["name"]),
+        datatype=str(tensor["datatype"]),
+        shape=[int(d) for d in tensor["shape"]],
+    )
+
+
+class GrpcServer:
+    """A started gRPC server: ``port`` is the bound port; ``await stop(grace)`` shuts it down."""
+
+    def __init__(self, server: grpc.aio.Server, host: str, port: int) -> None:
+        self._server = server
+        self.host = host
+        self.port = port
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new RPCs at once; let RPCs in flight finish for up to ``grace`` seconds."""
+        await self._server.stop(grace)
+
+    async def wait_for_termination(self) -> None:
+        await self._server.wait_for_termination()
+
+
+async def start_grpc_server(
+    service: InferenceService, host: str, port: int, *, max_message_bytes: int | None = None
+) -> GrpcServer:
+    """Bind ``host:port`` and start serving ``inference.GRPCInferenceService``.
+
+    ``max_message_bytes`` caps an incoming message (pass ``--max-request-bytes``); responses are not
+    capped, as a model's output may legitimately be larger than its input. A port that cannot be
+    bound is a :class:`StartupError`. Port 0 binds a free port (see ``GrpcServer.port``).
+    """
+    limit = DEFAULT_MAX_MESSAGE_BYTES if max_message_bytes is None else int(max_message_bytes)
+    options = [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", -1),
+        # gRPC sets SO_REUSEPORT by default: a second server on a taken port would start silently.
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(options=options)
+    # The generated registration function is untyped.
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service), server)  # type: ignore[no-untyped-call]
+    address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise StartupError(f"--grpc-port: cannot listen on {address}: {exc}") from exc
+    if not bound:
+        raise StartupError(f"--grpc-port: cannot listen on {address}")
+    await server.start()
+    log.debug("gRPC (inference.GRPCInferenceService) bound to %s", f"{host}:{bound}")
+    return GrpcServer(server, host, bound)

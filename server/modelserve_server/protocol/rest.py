@@ -1,0 +1,314 @@
+"""The Open Inference Protocol (V2) over HTTP: a FastAPI app over :class:`InferenceService`.
+
+Why it looks the way it does:
+
+* Handlers return ready-made ``Response`` objects (orjson bytes) instead of letting FastAPI validate
+  and serialise models: the pydantic schemas in :mod:`.schemas` only document the API.
+* The request-size limit lives in :class:`BodyLimitMiddleware`, a raw ASGI middleware: uvicorn sets
+  no limit, so a declared ``Content-Length`` over ``--max-request-bytes`` is answered 413 before a
+  byte of the body is read, and a chunked body is counted while it streams and cut off at the limit.
+* Every error leaves through one exception handler that writes ``{"error": ...}`` with the status
+  from :mod:`modelserve_server.errors`; FastAPI's own 422 becomes a 400. A 500 is logged as a bug.
+* Triton's model-configuration and statistics extensions (``/config``, ``/stats``) are served so that
+  ``perf_analyzer`` and ``tritonclient`` work unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from modelserve_server import __version__
+from modelserve_server.errors import InvalidInput, ModelserveError, PayloadTooLarge
+from modelserve_server.protocol import schemas
+from modelserve_server.protocol.codec import (
+    HEADER_LENGTH,
+    decode_infer_request,
+    encode_infer_response,
+    parse_header_length,
+)
+from modelserve_server.service import InferenceService
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "http"
+JSON = "application/json"
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": schemas.ErrorResponse, "description": "malformed request"},
+    404: {"model": schemas.ErrorResponse, "description": "unknown model or version"},
+    503: {"model": schemas.ErrorResponse, "description": "not ready (loading or draining)"},
+}
+
+
+def _json(content: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type=JSON)
+
+
+def error_response(status: int, message: str, *, close: bool = False) -> Response:
+    """``{"error": message}`` with ``status``; ``close`` asks the client to drop the connection."""
+    headers = {"Connection": "close"} if close else None
+    return Response(orjson.dumps({"error": message}), status_code=status, media_type=JSON, headers=headers)
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``max_bytes`` without reading them into memory (413).
+
+    A ``Content-Length`` over the limit is answered at once; a body without one (chunked) is counted
+    as the application reads it, and the read fails with :class:`PayloadTooLarge` at the limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                if value.isdigit() and int(value) > self.max_bytes:
+                    response = error_response(
+                        413,
+                        f"request body of {int(value)} bytes exceeds --max-request-bytes {self.max_bytes}",
+                        close=True,
+                    )
+                    await response(scope, receive, send)
+                    return
+                break
+        received = 0
+        limit = self.max_bytes
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLarge(f"request body exceeds --max-request-bytes {limit}")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """Undo ``Content-Encoding: gzip|deflate`` (tritonclient's request compression), within ``limit``."""
+    wbits = {"gzip": 31, "deflate": 15}.get(encoding)
+    if wbits is None:
+        raise InvalidInput(f"unsupported Content-Encoding {encoding!r} (use gzip or deflate)")
+    decoder = zlib.decompressobj(wbits)
+    try:
+        out = decoder.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"cannot decompress the {encoding} request body: {exc}") from None
+    if len(out) > limit or decoder.unconsumed_tail:
+        raise PayloadTooLarge(f"decompressed request body exceeds --max-request-bytes {limit}")
+    return out
+
+
+def create_app(service: InferenceService, *, max_request_bytes: int = 64 << 20) -> FastAPI:
+    """Build the FastAPI app serving V2 over ``service``."""
+    app = FastAPI(
+        title="modelserve",
+        version=__version__,
+        description="Open Inference Protocol (V2) on ONNX Runtime, with Triton's binary tensor data, "
+        "model configuration and statistics extensions.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_request_bytes)
+    app.state.service = service
+
+    @app.exception_handler(ModelserveError)
+    async def _modelserve_error(request: Request, exc: ModelserveError) -> Response:
+        if exc.http_status >= 500:
+            log.error("%s %s -> %d: %s", request.method, request.url.path, exc.http_status, exc.message)
+        return error_response(exc.http_status, exc.message, close=isinstance(exc, PayloadTooLarge))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(400, f"invalid request: {exc.errors()}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return error_response(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _disconnect(request: Request, exc: ClientDisconnect) -> Response:
+        return error_response(400, "client disconnected while sending the body", close=True)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    # -- health and server metadata --------------------------------------------------------------
+
+    @app.get("/v2/health/live", responses={200: {"description": "live"}}, tags=["health"])
+    async def live() -> Response:
+        if service.live():
+            return Response(status_code=200)
+        return error_response(503, "not live")
+
+    @app.get(
+        "/v2/health/ready", responses={200: {"description": "ready"}, 503: _ERRORS[503]}, tags=["health"]
+    )
+    async def ready() -> Response:
+        if service.ready():
+            return Response(status_code=200)
+        return error_response(503, "not ready")
+
+    @app.get("/v2", response_model=schemas.ServerMetadata, tags=["metadata"])
+    async def server_metadata() -> Response:
+        return _json(service.server_metadata())
+
+    @app.get("/metrics", response_class=Response, tags=["metrics"],
+             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=service.metrics.content_type)
+
+    @app.post("/v2/repository/index", response_model=list[schemas.RepositoryModel], tags=["metadata"])
+    async def repository_index() -> Response:
+        entries = []
+        for name in service.model_names():
+            for version in service.versions(name):
+                state = "READY" if service.model_ready(name, version) else "UNAVAILABLE"
+                entries.append({"name": name, "version": version, "state": state})
+        return _json(entries)
+
+    # -- statistics (before /v2/models/{model_name}, which would otherwise match "stats") ----------
+
+    @app.get("/v2/models/stats", response_model=schemas.ModelStatistics, tags=["statistics"])
+    async def all_stats() -> Response:
+        return _json(service.model_stats())
+
+    # -- per model, unversioned and versioned ------------------------------------------------------
+
+    def model_routes(prefix: str, versioned: bool) -> None:
+        tag = "model (versioned)" if versioned else "model"
+
+        async def metadata(model_name: str, model_version: str | None = None) -> Response:
+            return _json(service.model_metadata(model_name, model_version))
+
+        async def model_ready(model_name: str, model_version: str | None = None) -> Response:
+            if service.model_ready(model_name, model_version):
+                return Response(status_code=200)
+            return error_response(503, f"model {model_name!r} is not ready")
+
+        async def config(model_name: str, model_version: str | None = None) -> Response:
+            return _json(service.model_config(model_name, model_version))
+
+        async def stats(model_name: str, model_version: str | None = None) -> Response:
+            return _json(service.model_stats(model_name, model_version))
+
+        async def infer(request: Request, model_name: str, model_version: str | None = None) -> Response:
+            return await _infer(service, request, model_name, model_version, max_request_bytes)
+
+        errors: dict[int | str, dict[str, Any]] = {404: _ERRORS[404], 503: _ERRORS[503]}
+        app.get(prefix, response_model=schemas.ModelMetadata, responses=errors, tags=[tag])(metadata)
+        app.get(f"{prefix}/ready", responses={200: {"description": "ready"}, **errors}, tags=[tag])(
+            model_ready
+        )
+        app.get(f"{prefix}/config", response_model=schemas.ModelConfig, responses=errors, tags=[tag])(config)
+        app.get(
+            f"{prefix}/stats", response_model=schemas.ModelStatistics, responses=errors, tags=[tag]
+        )(stats)
+        app.post(
+            f"{prefix}/infer",
+            response_model=schemas.InferenceResponse,
+            tags=[tag],
+            responses={
+                200: {
+                    "description": "JSON, or with Inference-Header-Content-Length a JSON header followed by "
+                    "binary output tensors",
+                    "content": {"application/octet-stream": {}},
+                },
+                **_ERRORS,
+                413: {"model": schemas.ErrorResponse, "description": "body over --max-request-bytes"},
+            },
+            openapi_extra={
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        JSON: {"schema": schemas.InferenceRequest.model_json_schema(
+                            ref_template="#/components/schemas/{model}")},
+                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                    },
+                },
+                "parameters": [{
+                    "name": "Inference-Header-Content-Length",
+                    "in": "header",
+                    "required": False,
+                    "description": "length of the JSON header when binary tensor data follows it",
+                    "schema": {"type": "string"},
+                }],
+            },
+        )(infer)
+
+    model_routes("/v2/models/{model_name}", versioned=False)
+    model_routes("/v2/models/{model_name}/versions/{model_version}", versioned=True)
+    _register_schemas(app)
+    return app
+
+
+def _register_schemas(app: FastAPI) -> None:
+    """Make the request-body models referenced from ``openapi_extra`` part of the schema's components."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        full = schemas.InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in full.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components.setdefault("InferenceRequest", full)
+        for path in schema.get("paths", {}).values():
+            body = path.get("post", {}).get("requestBody", {}).get("content", {}).get(JSON)
+            if body is not None and "$defs" in body.get("schema", {}):
+                body["schema"] = {"$ref": "#/components/schemas/InferenceRequest"}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+async def _infer(
+    service: InferenceService, request: Request, model: str, version: str | None, limit: int
+) -> Response:
+    """The inference hot path: resolve, read, decode, infer, encode."""
+    try:
+        service.check_model(model, version)
+        body = await request.body()
+        encoding = request.headers.get("content-encoding")
+        if encoding and encoding.lower() != "identity":
+            body = _decompress(body, encoding.lower(), limit)
+        header_length = parse_header_length(request.headers.get(HEADER_LENGTH), len(body))
+        req = decode_infer_request(body, header_length, model, version)
+    except ModelserveError as exc:
+        service.record_error(model, version, PROTOCOL, exc)
+        raise
+    resp = await service.infer(req, PROTOCOL)
+    out, json_length = encode_infer_response(resp, req)
+    if json_length is None:
+        return Response(out, media_type=JSON)
+    return Response(
+        out, media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(json_length)},
+    )

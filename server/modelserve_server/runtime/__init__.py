@@ -1,0 +1,1 @@
+"""ONNX Runtime integration: execution-provider selection and one session per model version."""

@@ -1,0 +1,166 @@
+"""Fixtures of the end-to-end tests: a real cluster, the chart installed with helm, the operator running.
+
+The cluster is the local one from `hack/cluster` (real etcd, kube-apiserver, kube-controller-manager
+and kube-scheduler, nodes simulated by kwok), brought up for the session and torn down after it, or,
+when `MODELSERVE_E2E_KUBECONFIG` names a kubeconfig, that cluster (kind, for example; see
+`hack/kind-e2e.sh`), which is then neither created nor deleted.
+
+The chart is installed with the operator Deployment at 0 replicas, and the operator runs as a local
+process authenticated with a TokenRequest token of the chart's ServiceAccount: everything it does
+goes through the chart's RBAC, and a forbidden call fails the test that triggered it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from e2e_support import (
+    CHART,
+    CRD_NAME,
+    RELEASE,
+    RELEASE_NAMESPACE,
+    ROOT,
+    Kubectl,
+    OperatorProcess,
+    audit_events,
+    audit_size,
+    run,
+    serviceaccount_kubeconfig,
+    unique,
+    wait_for,
+)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    kubeconfig: Path
+    audit_log: Path | None
+    """The API server's audit log when the cluster is the local one (None for other clusters)."""
+    local: bool
+
+
+@dataclass(frozen=True)
+class Release:
+    namespace: str
+    serviceaccount: str
+
+    @property
+    def user(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.serviceaccount}"
+
+
+def _cluster_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return run([sys.executable, "-m", "hack.cluster", *args], check=False, timeout=timeout,
+               env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    external = os.environ.get("MODELSERVE_E2E_KUBECONFIG")
+    if external:
+        yield Cluster(kubeconfig=Path(external), audit_log=None, local=False)
+        return
+    # Idempotent and fast when the binaries are cached (`make test` runs it beforehand anyway).
+    build = run(["bash", str(ROOT / "hack" / "cluster" / "build.sh")], check=False, timeout=3000)
+    if build.returncode != 0:
+        pytest.fail(f"building the local cluster failed:\n{build.stdout}\n{build.stderr}")
+    was_up = _cluster_cli("status").returncode == 0
+    up = _cluster_cli("up")
+    if up.returncode != 0:
+        pytest.fail(f"`python -m hack.cluster up` failed:\n{up.stdout}\n{up.stderr}")
+    env = dict(line.removeprefix("export ").split("=", 1)
+               for line in _cluster_cli("env").stdout.splitlines() if line.startswith("export "))
+    audit = Path(env["KUBECONFIG"]).parent / "logs" / "audit.log"
+    try:
+        yield Cluster(kubeconfig=Path(env["KUBECONFIG"]), audit_log=audit, local=True)
+    finally:
+        if not was_up and not os.environ.get("MODELSERVE_E2E_KEEP_CLUSTER"):
+            down = _cluster_cli("down")
+            assert down.returncode == 0, down.stderr
+
+
+@pytest.fixture(scope="session")
+def kube(cluster: Cluster) -> Kubectl:
+    """kubectl as the cluster's admin."""
+    return Kubectl(cluster.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def release(kube: Kubectl) -> Iterator[Release]:
+    """`helm install` of the chart, with the in-cluster operator scaled to 0 (the tests run their own)."""
+    crd_existed = kube.get("crd", CRD_NAME) is not None
+    kube.helm("upgrade", "--install", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE,
+              "--create-namespace", "--set", "operator.replicas=0", "--wait", "--timeout", "5m")
+    if crd_existed:
+        # helm never upgrades CRDs; on a reused cluster bring the CRD up to date like a user would.
+        kube("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+    kube("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=120s")
+    accounts = kube.get("serviceaccount", namespace=RELEASE_NAMESPACE,
+                        selector=f"app.kubernetes.io/instance={RELEASE}")
+    assert len(accounts) == 1, f"expected one ServiceAccount from the chart, got {accounts}"
+    try:
+        yield Release(RELEASE_NAMESPACE, accounts[0]["metadata"]["name"])
+    finally:
+        kube.helm("uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait", check=False)
+
+
+@pytest.fixture(scope="session")
+def operator_process(kube: Kubectl, release: Release,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    workdir = tmp_path_factory.mktemp("operator")
+    kubeconfig = serviceaccount_kubeconfig(kube, release.namespace, release.serviceaccount,
+                                           workdir / "kubeconfig")
+    # Sanity: the credentials really are the ServiceAccount's, not the admin's.
+    whoami = Kubectl(kubeconfig)("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout
+    assert whoami == release.user, whoami
+    proc = OperatorProcess(kubeconfig=kubeconfig, log_path=workdir / "operator.log")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        print(f"\noperator log: {proc.log_path}")
+
+
+@pytest.fixture
+def operator(operator_process: OperatorProcess, cluster: Cluster,
+             release: Release) -> Iterator[OperatorProcess]:
+    """The running operator; after the test, no forbidden request (RBAC) may have happened."""
+    if operator_process.proc is None or operator_process.proc.poll() is not None:
+        operator_process.start()  # a previous test killed it
+    log_offset = len(operator_process.log_text())
+    audit_offset = audit_size(cluster.audit_log) if cluster.audit_log else 0
+    yield operator_process
+    problems: list[str] = []
+    if cluster.audit_log:
+        for event in audit_events(cluster.audit_log, audit_offset):
+            if event.get("user", {}).get("username") == release.user and \
+                    (event.get("responseStatus") or {}).get("code") == 403:
+                problems.append(f"{event.get('verb')} {event.get('requestURI')}")
+    for line in operator_process.log_text()[log_offset:].splitlines():
+        if "403" in line and "orbidden" in line:
+            problems.append(line)
+    if problems:
+        pytest.fail("the operator was refused by RBAC:\n" + "\n".join(sorted(set(problems))[:20]))
+
+
+@pytest.fixture
+def ns(kube: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace; its ModelDeployments are deleted (finalizers handled) before the namespace."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.removeprefix("test_").lower())[:30].strip("-")
+    name = unique("e2e-" + slug)
+    kube("create", "namespace", name)
+    wait_for("the default ServiceAccount", lambda: kube.get("serviceaccount", "default", name), timeout=60)
+    try:
+        yield name
+    finally:
+        kube("delete", "modeldeployments.serving.modelserve.io", "--all", "-n", name, "--wait=true",
+             "--timeout=60s", check=False, timeout=90)
+        kube("delete", "namespace", name, "--wait=false", check=False)

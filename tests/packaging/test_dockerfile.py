@@ -1,0 +1,118 @@
+"""The Dockerfile's contract: the three targets, a non-root final user, no build tools or caches in
+the final stages, pinned bases, OCI labels, ENTRYPOINT ["modelserve"], and each image side
+installing the package with the extras CI installs (Makefile EXTRAS), so images run the code the
+tests ran. There is no Docker engine here; the build itself is not exercised."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import pytest
+
+from tests.packaging.conftest import ROOT
+
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+FINAL_TARGETS = ("operator", "server", "server-gpu")
+# Which extras each image side must carry; dev/test extras never go into images.
+EXPECTED_EXTRAS = {
+    "operator-build": {"operator"},
+    "server-build": {"server", "s3"},
+    "server-gpu-build": {"server", "s3", "gpu"},
+}
+
+
+def _stages() -> dict[str, str]:
+    """stage name -> its text (FROM line to the next FROM)."""
+    parts = re.split(r"(?m)^(?=FROM )", DOCKERFILE)
+    stages = {}
+    for part in parts:
+        match = re.match(r"FROM \S+ AS (\S+)", part)
+        if match:
+            stages[match.group(1)] = part
+    return stages
+
+
+def _args() -> dict[str, str]:
+    return dict(re.findall(r"(?m)^ARG (\w+)=(\S+)", DOCKERFILE))
+
+
+def _makefile_extras() -> set[str]:
+    match = re.search(r"(?m)^EXTRAS \?= (\S+)", (ROOT / "Makefile").read_text())
+    assert match, "Makefile has no EXTRAS"
+    return set(match.group(1).split(","))
+
+
+def test_final_targets_exist() -> None:
+    stages = _stages()
+    for target in FINAL_TARGETS:
+        assert target in stages, f"no '{target}' target"
+
+
+@pytest.mark.parametrize("stage", sorted(EXPECTED_EXTRAS))
+def test_image_installs_the_package_with_the_ci_extras(stage: str) -> None:
+    text = _stages()[stage]
+    installs = re.findall(r'pip install "/src\[([a-z0-9,]+)\]"', text)
+    assert len(installs) == 1, f"{stage}: expected one install of the source tree with extras, got {installs}"
+    extras = set(installs[0].split(","))
+    assert extras == EXPECTED_EXTRAS[stage]
+    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    assert extras <= declared, f"{stage}: extras {extras - declared} are not in pyproject.toml"
+    # CI (make test / .ci/run) installs the Makefile's EXTRAS: every runtime extra an image carries is
+    # tested there, except `gpu` (onnxruntime-gpu), which needs CUDA and replaces onnxruntime.
+    assert extras - {"gpu"} <= _makefile_extras(), f"{stage}: extras not installed by CI"
+    assert "dev" not in extras
+    assert f"# extras: {installs[0]}" in text, f"{stage}: the '# extras:' comment disagrees with the install"
+
+
+def test_gpu_image_swaps_onnxruntime_for_onnxruntime_gpu() -> None:
+    text = _stages()["server-gpu-build"]
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu" in text
+    assert 'pip install --no-deps "onnxruntime-gpu==${ORT_GPU_VERSION}"' in text
+    assert "CUDAExecutionProvider" in text
+    assert _args()["CUDA_IMAGE"].startswith("nvidia/cuda:") and "cudnn-runtime" in _args()["CUDA_IMAGE"]
+
+
+def test_base_images_are_pinned() -> None:
+    for name, value in _args().items():
+        if name.endswith("_IMAGE"):
+            repo, _, tag = value.partition(":")
+            assert tag and tag != "latest" and re.search(r"\d+\.\d+", tag), f"{name}={value} is not pinned"
+    for line in re.findall(r"(?m)^FROM (\S+)", DOCKERFILE):
+        assert line.startswith("${") or line in _stages(), f"FROM {line}: use a pinned ARG or a stage"
+
+
+@pytest.mark.parametrize("target", FINAL_TARGETS)
+def test_final_stage_is_non_root_with_the_modelserve_entrypoint(target: str) -> None:
+    stages = _stages()
+    text = stages[target]
+    # Follow the parent stage (operator/server build FROM python-runtime).
+    parent = re.match(r"FROM (\S+) AS", text)
+    assert parent
+    chain = text + (stages.get(parent.group(1), ""))
+    users = re.findall(r"(?m)^USER (\S+)", text)
+    assert users and users[-1] == "65532:65532", f"{target}: last USER is {users}"
+    assert 'ENTRYPOINT ["modelserve"]' in text
+    assert "org.opencontainers.image.title" in text
+    assert "org.opencontainers.image.source" in chain and "org.opencontainers.image.version" in chain
+    # Only the venv comes over from a builder: no pip cache, no source tree, no compilers installed.
+    for copied in re.findall(r"(?m)^COPY --from=(\S+) (\S+)", text):
+        assert copied[1] == "/opt/venv", f"{target}: copies {copied[1]} from {copied[0]}"
+    assert not re.search(r"\b(gcc|g\+\+|build-essential|clang)\b", chain)
+    assert "apt-get install" not in chain or "rm -rf /var/lib/apt/lists/*" in chain
+
+
+def test_builders_leave_no_pip_cache() -> None:
+    assert "PIP_NO_CACHE_DIR=1" in DOCKERFILE
+    for install in re.findall(r"(?m)^\s*(?:RUN|&&) .*pip install[^\n]*", DOCKERFILE):
+        assert "--cache-dir" not in install
+
+
+def test_dockerignore_keeps_the_build_context_small() -> None:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    assert lines[lines.index("*")] == "*"
+    allowed = {ln[1:] for ln in lines if ln.startswith("!")}
+    assert allowed == {"pyproject.toml", "README.md", "server/", "operator/"}
+    for path in re.findall(r"(?m)^COPY (?!--from)(.+) \S+$", DOCKERFILE):
+        for item in path.split():
+            assert item.rstrip("/") + ("/" if (ROOT / item).is_dir() else "") in allowed, item

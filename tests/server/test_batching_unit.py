@@ -1,0 +1,201 @@
+"""Unit tests of the batching core: merge/split (pure numpy) and the scheduler (pure asyncio).
+
+No server, no ONNX Runtime: the scheduler is driven with a fake runner that records its batches.
+Timing is only ever asserted as a lower bound (a delay was *at least* honoured), never as an upper
+bound, so a loaded machine cannot make these flaky.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from modelserve_server.batching.merge import batch_key, batch_rows, merge, split
+from modelserve_server.batching.scheduler import BatchScheduler, Pending
+from modelserve_server.errors import InternalError, InvalidInput
+
+# -- merge / split ---------------------------------------------------------------------------------
+
+
+def test_merge_concatenates_without_mutating() -> None:
+    a = {"x": np.arange(6, dtype=np.float32).reshape(2, 3), "s": np.array([[b"a"], [b"b"]], dtype=object)}
+    b = {"x": np.arange(3, dtype=np.float32).reshape(1, 3), "s": np.array([[b"c"]], dtype=object)}
+    before = {k: v.copy() for k, v in a.items()}
+    merged = merge([a, b])
+    assert merged["x"].shape == (3, 3) and merged["s"].tolist() == [[b"a"], [b"b"], [b"c"]]
+    merged["x"][:] = -1
+    for k in a:
+        np.testing.assert_array_equal(a[k], before[k])
+
+
+def test_merge_of_one_is_the_same_arrays() -> None:
+    x = np.zeros((2, 3), dtype=np.float32)
+    assert merge([{"x": x}])["x"] is x
+    with pytest.raises(ValueError):
+        merge([])
+
+
+def test_split_returns_views_by_rows() -> None:
+    out = {"y": np.arange(12).reshape(6, 2), "z": np.arange(6)}
+    parts = split(out, [1, 3, 2])
+    assert [p["y"].shape[0] for p in parts] == [1, 3, 2]
+    np.testing.assert_array_equal(parts[1]["y"], out["y"][1:4])
+    np.testing.assert_array_equal(parts[2]["z"], [4, 5])
+    assert np.shares_memory(parts[1]["y"], out["y"])  # no copy
+    assert split(out, [6])[0]["y"] is out["y"]
+
+
+def test_split_refuses_outputs_that_do_not_follow_the_batch() -> None:
+    with pytest.raises(InternalError, match="does not follow"):
+        split({"y": np.zeros((5, 2))}, [2, 2])
+    with pytest.raises(InternalError):
+        split({"y": np.float32(1.0) * np.ones(())}, [1, 1])
+
+
+def test_batch_rows_and_key() -> None:
+    assert batch_rows({"a": np.zeros((3, 2)), "b": np.zeros((3,))}) == 3
+    assert batch_rows({"a": np.zeros((3, 2)), "b": np.zeros((2,))}) is None
+    assert batch_rows({"a": np.zeros(())}) is None
+    k1 = batch_key({"a": np.zeros((3, 2), np.float32)})
+    assert k1 == batch_key({"a": np.zeros((7, 2), np.float32)})
+    assert k1 != batch_key({"a": np.zeros((3, 5), np.float32)})
+    assert k1 != batch_key({"a": np.zeros((3, 2), np.float64)})
+
+
+# -- scheduler ------------------------------------------------------------------------------------
+
+
+class Recorder:
+    """A runner that records batches; ``gate`` (when set) holds each batch until released."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.gate: asyncio.Event | None = None
+        self.fail_with: Exception | None = None
+        self.dispatch_delays: list[float] = []
+
+    async def __call__(self, batch: Sequence[Pending[str, str]]) -> list[str]:
+        self.batches.append([p.payload for p in batch])
+        self.dispatch_delays += [p.dispatched - p.enqueued for p in batch]
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+        return [f"done:{p.payload}" for p in batch]
+
+
+def scheduler(runner: Recorder, **kw: object) -> BatchScheduler[str, str]:
+    args: dict[str, object] = {"max_batch_size": 4, "max_delay_s": 0.05, "batchable": True, **kw}
+    return BatchScheduler(runner, **args)  # type: ignore[arg-type]
+
+
+async def test_idle_request_does_not_wait_for_the_delay() -> None:
+    runner = Recorder()
+    sched = scheduler(runner, max_delay_s=30.0)
+    result = await asyncio.wait_for(sched.submit("a", 1, "k"), timeout=10)
+    assert result == "done:a" and runner.batches == [["a"]]
+
+
+async def test_same_turn_arrivals_share_a_batch() -> None:
+    runner = Recorder()
+    sched = scheduler(runner, max_delay_s=30.0)
+    futures = [sched.submit(p, 1, "k") for p in "abc"]
+    assert await asyncio.gather(*futures) == ["done:a", "done:b", "done:c"]
+    assert runner.batches == [["a", "b", "c"]]
+
+
+async def test_full_batch_behind_a_running_one_leaves_at_once() -> None:
+    runner = Recorder()
+    runner.gate = asyncio.Event()
+    sched = scheduler(runner, max_delay_s=30.0)
+    first = sched.submit("first", 1, "k")
+    await asyncio.sleep(0.01)
+    assert runner.batches == [["first"]] and sched.running == 1
+    rest = [sched.submit(p, 1, "k") for p in "abcd"]  # exactly max_batch_size rows
+    await asyncio.sleep(0.01)
+    assert sched.queued == 4
+    runner.gate.set()
+    await asyncio.wait_for(asyncio.gather(first, *rest), timeout=10)  # far less than the 30 s delay
+    assert runner.batches == [["first"], ["a", "b", "c", "d"]]
+
+
+async def test_partial_batch_behind_a_running_one_waits_for_the_delay() -> None:
+    runner = Recorder()
+    runner.gate = asyncio.Event()
+    sched = scheduler(runner, max_delay_s=0.2)
+    first = sched.submit("first", 1, "k")
+    await asyncio.sleep(0.01)
+    queued_at = time.monotonic()
+    rest = [sched.submit(p, 1, "k") for p in "ab"]
+    runner.gate.set()
+    await asyncio.gather(first, *rest)
+    assert time.monotonic() - queued_at >= 0.2
+    assert runner.batches == [["first"], ["a", "b"]]
+    assert min(runner.dispatch_delays[1:]) >= 0.2
+
+
+async def test_rows_limit_and_oversized_request() -> None:
+    runner = Recorder()
+    runner.gate = asyncio.Event()
+    sched = scheduler(runner, max_delay_s=0.0)
+    blocker = sched.submit("blocker", 1, "k")
+    await asyncio.sleep(0.01)
+    futures = [sched.submit("three-a", 3, "k"), sched.submit("three-b", 3, "k"), sched.submit("ten", 10, "k")]
+    runner.gate.set()
+    await asyncio.gather(blocker, *futures)
+    assert runner.batches == [["blocker"], ["three-a"], ["three-b"], ["ten"]]
+
+
+async def test_different_keys_are_batched_separately() -> None:
+    runner = Recorder()
+    sched = scheduler(runner)
+    futures = [sched.submit("a1", 1, "A"), sched.submit("b1", 1, "B"), sched.submit("a2", 1, "A")]
+    await asyncio.gather(*futures)
+    assert sorted(runner.batches) == [["a1", "a2"], ["b1"]]
+
+
+async def test_unbatchable_model_runs_one_request_per_batch_in_order() -> None:
+    runner = Recorder()
+    sched = scheduler(runner, batchable=False)
+    futures = [sched.submit(p, 1, p) for p in "abc"]
+    await asyncio.gather(*futures)
+    assert runner.batches == [["a"], ["b"], ["c"]]
+
+
+async def test_runner_error_fails_its_batch_only() -> None:
+    runner = Recorder()
+    runner.fail_with = InvalidInput("bad batch")
+    sched = scheduler(runner)
+    futures = [sched.submit(p, 1, "k") for p in "ab"]
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert all(isinstance(r, InvalidInput) for r in results)
+    runner.fail_with = RuntimeError("bug")
+    with pytest.raises(InternalError, match="bug"):
+        await sched.submit("c", 1, "k")
+    runner.fail_with = None
+    assert await sched.submit("d", 1, "k") == "done:d"
+
+
+async def test_cancelled_request_is_skipped_and_idle_is_reported() -> None:
+    runner = Recorder()
+    runner.gate = asyncio.Event()
+    sched = scheduler(runner, max_delay_s=0.0)
+    blocker = sched.submit("blocker", 1, "k")
+    await asyncio.sleep(0.01)
+    gone = sched.submit("gone", 1, "k")
+    kept = sched.submit("kept", 1, "k")
+    gone.cancel()
+    runner.gate.set()
+    await asyncio.gather(blocker, kept)
+    await asyncio.wait_for(sched.wait_idle(), timeout=10)
+    assert ["gone"] not in runner.batches and any("kept" in b for b in runner.batches)
+    assert sched.queued == 0 and sched.running == 0
+
+
+def test_invalid_configuration() -> None:
+    with pytest.raises(ValueError):
+        BatchScheduler(Recorder(), max_batch_size=0, max_delay_s=0.0, batchable=True)
