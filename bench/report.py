@@ -142,8 +142,8 @@ def table(runs: list[Run], inproc: InProcess) -> str:
     for model, proto, conc in keys:
         ks, ms = find(runs, "kserve", model, proto, conc), find(runs, "modelserve", model, proto, conc)
         lim = limit(inproc, model, conc)
-        vs_ks = f"{ms.rps / ks.rps:.2f}x" if ms and ks else "-"
-        vs_lim = f"{ms.rps / lim[0]:.0%}" if ms and lim else "-"
+        vs_ks = f"{ms.rps / ks.rps:.2f}x" if ms and ks and ks.rps else "-"
+        vs_lim = f"{ms.rps / lim[0]:.0%}" if ms and lim and lim[0] else "-"
         batch = f"{ms.mean_batch:.2f}" if ms and ms.mean_batch is not None else "-"
         lines.append(
             f"| {model} | {proto} | {conc} | {_fmt(ks)} | {_fmt(ms)} | {vs_ks} | {vs_lim} | {batch} |"
@@ -157,21 +157,28 @@ def failures(runs: list[Run]) -> list[str]:
 
 def cpu_table(runs: list[Run]) -> str:
     """CPU use during each measured run, in percent of one core (the machine has nproc x 100)."""
-    lines = ["| system | model | body | c | server | wrk | others |", "|---|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "| system | model | body | c | server | wrk | others | server CPU ms / request |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in runs:
         if r.failure is None:
+            per_request = f"{r.server_cpu * 10 / r.rps:.2f}" if r.rps else "-"
             lines.append(
                 f"| {r.system} | {r.model} | {r.proto} | {r.conc} | {r.server_cpu:.0f} | {r.client_cpu:.0f} "
-                f"| {r.other_cpu:.0f} |"
+                f"| {r.other_cpu:.0f} | {per_request} |"
             )
     return "\n".join(lines)
 
 
-def inproc_table(inproc: InProcess, flops: dict[str, int]) -> str:
-    lines = ["| model | batch | items/s | GFLOP/s |", "|---|---:|---:|---:|"]
+def inproc_table(inproc: InProcess, cpu_ms: InProcess, flops: dict[str, int]) -> str:
+    lines = ["| model | batch | items/s | GFLOP/s | CPU ms / item |", "|---|---:|---:|---:|---:|"]
     for model, rates in inproc.items():
         for batch, rate in sorted(rates.items()):
-            lines.append(f"| {model} | {batch} | {rate:.1f} | {rate * flops.get(model, 0) / 1e9:.1f} |")
+            gflops = rate * flops.get(model, 0) / 1e9
+            cpu = cpu_ms.get(model, {}).get(batch)
+            cpu_text = f"{cpu:.3f}" if cpu is not None else "-"
+            lines.append(f"| {model} | {batch} | {rate:.1f} | {gflops:.1f} | {cpu_text} |")
     return "\n".join(lines)
 
 
@@ -200,11 +207,26 @@ def _short(frame: str) -> str:
     return f"{path}:{m.group('func')}"
 
 
+_ENTRY = ("modelserve_server/cli.py", "modelserve_cli/")  # frames that are on every stack of the server
+
+
+def _nearest(frames: list[str]) -> str:
+    """The innermost modelserve frame below the entry point, else the leaf frame's package."""
+    for frame in reversed(frames):
+        if "modelserve_server" in frame and not any(e in frame for e in _ENTRY):
+            return _short(frame)
+    if not frames:
+        return "(none)"
+    leaf = _short(frames[-1]).split(":", 1)[0]
+    return leaf.split("/", 1)[0] + " (outside modelserve code)"
+
+
 def summarize_profile(raw: Path, top: int = 12) -> str:
     """py-spy `--format raw --threads` stacks -> share per thread, hottest own-time and modelserve frames."""
     threads: Counter[str] = Counter()
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    nearest: Counter[str] = Counter()
     total = 0
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -218,6 +240,7 @@ def summarize_profile(raw: Path, top: int = 12) -> str:
             self_time[_short(frames[-1])] += count
         for name in {_short(f) for f in frames[1:] if "modelserve_server" in f}:
             inclusive[name] += count
+        nearest[_nearest(frames[1:])] += count
     if total == 0:
         return "(no samples)"
 
@@ -225,7 +248,8 @@ def summarize_profile(raw: Path, top: int = 12) -> str:
         return [f"| {n / total:.1%} | `{name}` |" for name, n in counter.most_common(top)]
 
     parts = [
-        f"{total} samples (all threads, idle included).",
+        f"{total} samples of busy threads (py-spy leaves out idle ones; a thread in `Session.run` is busy in "
+        "ONNX Runtime's native code).",
         "",
         "| share | thread |",
         "|---:|---|",
@@ -242,6 +266,13 @@ def summarize_profile(raw: Path, top: int = 12) -> str:
         "| share | frame |",
         "|---:|---|",
         *rows(inclusive),
+        "",
+        "Time by the innermost modelserve function on the stack (it and the library code it calls); "
+        "samples with no modelserve frame below the server's entry point go to the package they are in:",
+        "",
+        "| share | where |",
+        "|---:|---|",
+        *rows(nearest),
     ]
     return "\n".join(parts)
 
@@ -270,6 +301,7 @@ def render_section(
     settings: str,
     flops: dict[str, int],
     inproc: InProcess,
+    inproc_cpu: InProcess,
     runs: list[Run],
     evals: list[Evaluation],
     profiles: dict[str, str],
@@ -314,7 +346,7 @@ def render_section(
         "",
         "Model cost: " + ", ".join(f"{m} {f / 1e6:.3f} MFLOP/item" for m, f in flops.items()) + ".",
         "",
-        inproc_table(inproc, flops),
+        inproc_table(inproc, inproc_cpu, flops),
         "",
     ]
     failed = failures(runs)

@@ -180,21 +180,24 @@ def build_bodies(spec: ModelSpec, x: np.ndarray) -> dict[str, Body]:
 # ------------------------------------------------------------------------------------------- in-process
 def in_process(
     spec: ModelSpec, settings: dict[str, Any], batches: list[int], seconds: float
-) -> tuple[dict[int, float], float]:
-    """Items/s of a sequential session.run loop per batch size, and the others' CPU % meanwhile."""
+) -> tuple[dict[int, float], dict[int, float], float]:
+    """Per batch size: items/s of a sequential session.run loop and its CPU ms per item; others' CPU %."""
     session = make_session(str(spec.path), settings)
     rates: dict[int, float] = {}
-    with CpuWindow() as cpu:
+    cpu_ms: dict[int, float] = {}
+    with CpuWindow() as everything:
         for batch in batches:
             feeds = {INPUT_NAME: sample_input(spec, batch)}
             for _ in range(3):
                 session.run(None, feeds)
             runs, start = 0, time.perf_counter()
-            while (now := time.perf_counter()) - start < seconds or runs < 5:
-                session.run(None, feeds)
-                runs += 1
+            with CpuWindow() as cpu:
+                while (now := time.perf_counter()) - start < seconds or runs < 5:
+                    session.run(None, feeds)
+                    runs += 1
             rates[batch] = runs * batch / (now - start)
-    return rates, cpu.other_pct
+            cpu_ms[batch] = cpu.own_pct * 10 * (now - start) / (runs * batch)
+    return rates, cpu_ms, everything.other_pct
 
 
 def in_process_latency_ms(spec: ModelSpec, settings: dict[str, Any], seconds: float) -> tuple[float, float]:
@@ -245,6 +248,8 @@ def load(server: Server, spec: ModelSpec, proto: str, body: Body, conc: int, arg
     run.p50_ms, run.p99_ms = result["p50_us"] / 1e3, result["p99_us"] / 1e3
     if run.errors:
         run.failure = f"{run.errors} errors: " + ", ".join(f"{k}={v}" for k, v in errors.items())
+    elif not result["requests"]:
+        run.failure = f"no request completed within {args.duration:g} s"
     return run
 
 
@@ -374,12 +379,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. The in-process limit, before any server runs.
     inproc: InProcess = {}
+    inproc_cpu: InProcess = {}  # model -> batch -> CPU ms per item
     notes: list[str] = []
     seconds = 1.0 if args.quick else 3.0
     batch_sets = {"mlp": [1, 8, 32], "cnn": [1, 8] if args.quick else [1, 2, 4, 8]}
     for name, spec in specs.items():
         batches = [b for b in batch_sets.get(name, [1]) if b <= max(args.concurrency)] or [1]
-        inproc[name], other = in_process(spec, settings, batches, seconds)
+        inproc[name], inproc_cpu[name], other = in_process(spec, settings, batches, seconds)
         rates = ", ".join(f"batch {b}: {r:.1f}/s" for b, r in inproc[name].items())
         print(f"bench: in-process {name}: {rates} (other processes: {other:.0f}% CPU)", flush=True)
         notes.append(f"In-process {name}: other processes took {other:.0f}% of one core meanwhile.")
@@ -418,8 +424,9 @@ def main(argv: list[str] | None = None) -> int:
             formed = {max(1, round(r.mean_batch)) for r in runs if r.model == name and r.mean_batch}
             extra = sorted(b for b in formed if b not in inproc[name] and b <= max(args.concurrency))
             if extra:
-                rates_extra, _ = in_process(spec, settings, extra, seconds)
+                rates_extra, cpu_extra, _ = in_process(spec, settings, extra, seconds)
                 inproc[name].update(rates_extra)
+                inproc_cpu[name].update(cpu_extra)
                 print(f"bench: in-process {name} at formed batch sizes: {rates_extra}", flush=True)
 
         # 4. Profiles of modelserve in the scenarios of its missed targets (or of all, if asked).
@@ -434,7 +441,9 @@ def main(argv: list[str] | None = None) -> int:
                 label = f"{model} {proto} c={conc}"
                 if model in specs and proto in args.protocols and label not in profiles:
                     print(f"bench: profiling modelserve, {label}", flush=True)
-                    profiles[label] = profile(modelserve, specs[model], proto, bodies[model][proto], conc, 10)
+                    profiles[label] = profile(
+                        modelserve, specs[model], proto, bodies[model][proto], conc, max(args.duration, 5)
+                    )
     finally:
         for server in servers:
             server.stop()
@@ -484,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
             settings=", ".join(f"{k}={v}" for k, v in settings.items()),
             flops=flops,
             inproc=inproc,
+            inproc_cpu=inproc_cpu,
             runs=runs,
             evals=evals,
             profiles=profiles,

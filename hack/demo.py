@@ -195,13 +195,13 @@ def show_metrics(base: str) -> None:
 
     with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
         text = response.read().decode()
-    samples = {}
+    samples: dict[str, list[Any]] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             samples.setdefault(s.name, []).append(s)
 
     def total(name: str, **labels: str) -> float:
-        return sum(s.value for s in samples.get(name, [])
+        return sum(float(s.value) for s in samples.get(name, [])
                    if s.labels.get("model") == MODEL and all(s.labels.get(k) == v for k, v in labels.items()))
 
     say("\nkey metrics from /metrics:")

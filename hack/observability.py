@@ -46,7 +46,8 @@ def _panel(pid: int, title: str, description: str, unit: str, targets: list[tupl
         "gridPos": {"x": x, "y": y, "w": w, "h": h},
         "fieldConfig": {"defaults": {"unit": unit, "custom": {"fillOpacity": 10, "lineWidth": 1}},
                         "overrides": []},
-        "options": {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]},
+        "options": {"legend": {"displayMode": "table", "placement": "bottom",
+                               "calcs": ["lastNotNull", "max"]},
                     "tooltip": {"mode": "multi", "sort": "desc"}},
         "targets": [_target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(targets)],
     }
@@ -84,7 +85,8 @@ def dashboard() -> dict[str, Any]:
                "pod that the HPA's inflight metric targets.", "short",
                [(f"sum by (model) (modelserve_inflight_requests{{{SEL}}})", "{{model}} total"),
                 (f"avg by (model) (modelserve_inflight_requests{{{SEL}}})", "{{model}} per pod")], 12, 16),
-        _panel(7, "Replicas vs HPA desired", "Ready pods of each model's Deployment against the HPA's current "
+        _panel(7, "Replicas vs HPA desired",
+               "Ready pods of each model's Deployment against the HPA's current "
                "and desired replicas (kube-state-metrics; the Deployment and HPA carry the "
                "ModelDeployment's name).", "short",
                [('sum by (deployment) (kube_deployment_status_replicas_ready'

@@ -92,7 +92,8 @@ def split_rule(rule: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, A
     ``namespaces`` and ``pods``, both list/watch); a Role cannot grant the former, so split them.
     """
     groups = rule.get("apiGroups", [])
-    cluster, namespaced = [], []
+    cluster: list[str] = []
+    namespaced: list[str] = []
     for resource in rule.get("resources", []):
         base = resource.split("/")[0]
         flags = {(g, base) in CLUSTER_SCOPED for g in groups}

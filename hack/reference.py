@@ -111,7 +111,8 @@ def crd_reference_markdown() -> str:
         *rows,
     ]
     if rules:
-        lines += ["", "Cross-field rules the API server enforces (CEL), with the message `kubectl` shows:", "",
+        lines += ["", "Cross-field rules the API server enforces (CEL), with the message `kubectl` shows:",
+                  "",
                   *rules]
     return "\n".join(lines) + "\n"
 
@@ -168,7 +169,8 @@ def metrics_reference_markdown() -> str:
     ]
     lines: list[str] = []
     for title, rows in sections:
-        lines += [f"**{title}**:", "", "| Metric | Type | Labels | Description |", "| --- | --- | --- | --- |"]
+        lines += [f"**{title}**:", "", "| Metric | Type | Labels | Description |",
+                  "| --- | --- | --- | --- |"]
         for name, kind, doc, labels in rows:
             label_text = ", ".join(f"`{label}`" for label in labels)
             lines.append(f"| `{name}` | {kind} | {label_text} | {_cell(doc)} |")

@@ -35,6 +35,9 @@ CRD_NAME = f"{PLURAL}.{GROUP}"
 URI_SCHEMES = ("file", "http", "https", "s3", "pvc")
 # A plain absolute path is a file on the node image (the fetcher treats it like file://).
 URI_PATTERN = r"^((file|https?|s3|pvc)://.+|/.+)$"
+PVC_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+$"
+PVC_MESSAGE = "a pvc URI must read pvc://<claim>/<path inside the claim>, the claim a lower-case DNS name"
+URI_MESSAGE = "model.uri must be an absolute path or a file://, http://, https://, s3:// or pvc:// URI"
 # Kubernetes resource.Quantity, as controller-gen writes it.
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]"
@@ -107,6 +110,11 @@ class ModelSource(_Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
+                    f"self.uri.matches('{URI_PATTERN}')",
+                    URI_MESSAGE,
+                    ".uri",
+                ),
+                cel(
                     "!has(self.sha256) || !self.uri.startsWith('pvc://')",
                     "model.sha256 cannot be verified for a pvc:// model (it is mounted, not fetched)",
                     ".sha256",
@@ -117,8 +125,8 @@ class ModelSource(_Model):
                     ".credentialsSecret",
                 ),
                 cel(
-                    "!self.uri.startsWith('pvc://') || self.uri.matches('^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+$')",
-                    "a pvc URI must read pvc://<claim>/<path inside the claim>",
+                    f"!self.uri.startsWith('pvc://') || self.uri.matches('{PVC_PATTERN}')",
+                    PVC_MESSAGE,
                     ".uri",
                 ),
             ]
@@ -128,7 +136,6 @@ class ModelSource(_Model):
     uri: str = Field(
         min_length=1,
         max_length=2048,
-        pattern=URI_PATTERN,
         description=(
             "Location of the .onnx file: file:///path or /path (inside the server image), "
             "http(s)://..., s3://bucket/key (credentials from credentialsSecret), or "
@@ -164,16 +171,16 @@ class ModelSource(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> ModelSource:
+        if not re.search(URI_PATTERN, self.uri):
+            raise ValueError(URI_MESSAGE)
         if self.sha256 is not None and self.uri.startswith("pvc://"):
             raise ValueError(
                 "model.sha256 cannot be verified for a pvc:// model (it is mounted, not fetched)"
             )
         if self.credentials_secret is not None and not self.uri.startswith("s3://"):
             raise ValueError("model.credentialsSecret is used for s3:// URIs only")
-        if self.uri.startswith("pvc://"):
-            claim, _, path = self.uri.removeprefix("pvc://").partition("/")
-            if not claim or not path:
-                raise ValueError("a pvc URI must read pvc://<claim>/<path inside the claim>")
+        if self.uri.startswith("pvc://") and not re.search(PVC_PATTERN, self.uri):
+            raise ValueError(PVC_MESSAGE)
         return self
 
 

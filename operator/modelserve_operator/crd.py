@@ -15,8 +15,9 @@ conversion (:func:`structural`) therefore:
 - drops ``additionalProperties: false`` (the API server rejects unknown fields itself under
   strict field validation, kubectl's default) and keeps free-form objects as
   ``x-kubernetes-preserve-unknown-fields`` only where the model says so (affinity, env valueFrom);
-- sets ``default: {}`` on nested objects so the API server fills in their leaves' defaults,
-  and leaves out defaults of empty lists and maps (absent means empty).
+- gives nested objects the default their fields' defaults make (the API server validates a
+  default against the CEL rules as written, without defaulting inside it), and leaves out
+  defaults of empty lists and maps (absent means empty).
 
 The scale subresource maps ``kubectl scale md/NAME --replicas=N`` onto
 ``spec.scaling.minReplicas``: the floor of the replica count. With a fixed size (min == max)
@@ -67,14 +68,21 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {
         "name": "Replicas",
         "type": "integer",
-        "jsonPath": ".status.readyReplicas",
-        "description": "Ready pods.",
+        "jsonPath": ".status.replicas",
+        "description": "Pods of the current Deployment.",
     },
     {
         "name": "URL",
         "type": "string",
         "jsonPath": ".status.url",
         "description": "Cluster-local inference URL.",
+    },
+    {
+        "name": "Ready-Replicas",
+        "type": "integer",
+        "jsonPath": ".status.readyReplicas",
+        "priority": 1,
+        "description": "Pods that pass the readiness probe.",
     },
     {
         "name": "Reason",
@@ -133,8 +141,9 @@ def structural(node: Schema, defs: dict[str, Schema], *, keep_defaults: bool = T
             out["properties"] = {}
             for name, prop in value.items():
                 converted = structural(prop, defs, keep_defaults=keep_defaults)
-                # A sub-model with a default_factory has no "default" in pydantic's schema; "{}"
-                # makes the API server create it and fill in its fields' defaults.
+                # A sub-model with a default_factory has no "default" in pydantic's schema. Its
+                # default is the object its fields' defaults make: the API server checks a default
+                # against the CEL rules *without* defaulting inside it, so "{}" would fail them.
                 if (
                     keep_defaults
                     and name not in required
@@ -142,7 +151,7 @@ def structural(node: Schema, defs: dict[str, Schema], *, keep_defaults: bool = T
                     and converted.get("type") == "object"
                     and "properties" in converted
                 ):
-                    converted = _ordered({**converted, "default": {}})
+                    converted = _ordered({**converted, "default": defaulted(converted, {})})
                 out["properties"][name] = converted
         elif key == "items":
             out["items"] = structural(value, defs, keep_defaults=keep_defaults)
@@ -169,6 +178,17 @@ def structural(node: Schema, defs: dict[str, Schema], *, keep_defaults: bool = T
         else:
             out["default"] = default
     return _ordered(out)
+
+
+def defaulted(schema: Schema, obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with the schema's defaults filled in, as the API server's structural defaulting does."""
+    out = copy.deepcopy(obj)
+    for name, prop in schema.get("properties", {}).items():
+        if name not in out and "default" in prop:
+            out[name] = copy.deepcopy(prop["default"])
+        if isinstance(out.get(name), dict) and "properties" in prop:
+            out[name] = defaulted(prop, out[name])
+    return out
 
 
 # Reading order of a schema node in the YAML: what it is first, its children last.

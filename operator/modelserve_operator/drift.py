@@ -123,8 +123,8 @@ def first_difference(want: Any, have: Any, path: str = "") -> str | None:
             return path or "."
         for key, value in want.items():
             if key not in have:
-                if value is None or value == {} or value == []:
-                    continue  # empty values are omitted by the API server
+                if value is None or value == {} or value == [] or value == "":
+                    continue  # empty values are omitted by the API server (omitempty)
                 return f"{path}.{key}"
             found = first_difference(value, have[key], f"{path}.{key}")
             if found is not None:

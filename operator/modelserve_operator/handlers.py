@@ -81,35 +81,38 @@ def owner_of(child: Mapping[str, Any]) -> str | None:
     return str(name) if name else None
 
 
-async def _reconcile_now(reconciler: Reconciler, body: Mapping[str, Any], trigger: str) -> None:
+async def _reconcile_now(reconciler: Reconciler, body: Mapping[str, Any], trigger: str, retry: int) -> None:
+    """Map the reconciler's outcomes onto kopf: give up on bad specs, back off on busy clusters."""
     try:
         await reconciler.reconcile(body, trigger)
     except SpecProblem as exc:
         raise kopf.PermanentError(str(exc)) from exc
     except RetryLater as exc:
-        raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
+        raise kopf.TemporaryError(str(exc), delay=min(60.0, exc.delay * 2 ** min(retry, 6))) from exc
 
 
 def build_registry(*, resync_seconds: float = DEFAULT_RESYNC_SECONDS) -> kopf.OperatorRegistry:
     """A kopf registry with every handler of the operator."""
     registry = kopf.OperatorRegistry()
 
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(id="login", registry=registry)
     def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
         return connection_info(memo.configuration)
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(id="cleanup", registry=registry)
     async def cleanup(memo: Any, **_: Any) -> None:
         await _reconciler(memo).close()
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
-    async def reconcile(body: kopf.Body, reason: Any, memo: Any, **_: Any) -> None:
-        await _reconcile_now(_reconciler(memo), _plain(body), f"md-{reason}")
+    # Explicit ids: kopf derives its progress annotations' keys from them, and the API server
+    # validates annotation keys (a derived "build_registry.<locals>.reconcile" is not one).
+    @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
+    async def reconcile(body: kopf.Body, reason: Any, memo: Any, retry: int, **_: Any) -> None:
+        await _reconcile_now(_reconciler(memo), _plain(body), f"md-{reason}", retry)
 
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=resync_seconds, initial_delay=resync_seconds,
-                registry=registry)
+    @kopf.timer(GROUP, VERSION, PLURAL, id="resync", interval=resync_seconds,
+                initial_delay=resync_seconds, registry=registry)
     async def resync(
         body: kopf.Body, memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
     ) -> None:

@@ -102,7 +102,8 @@ def pvc_claim(md: Mapping[str, Any]) -> str | None:
 
 
 def _retry_delay(exc: KubeError) -> float:
-    return 5.0 if exc.status in (409, 429) else 15.0
+    """The first retry's delay; callers double it per attempt (kopf's ``retry`` count, pokes)."""
+    return 2.0 if exc.status in (409, 429) else 5.0
 
 
 class Reconciler:
@@ -144,20 +145,37 @@ class Reconciler:
         return self._locks.setdefault(key, asyncio.Lock())
 
     def forget(self, key: Key) -> None:
-        """Drop the caches of a deleted ModelDeployment."""
-        self._locks.pop(key, None)
+        """Drop the caches of a deleted ModelDeployment (its lock is held: it stays until reuse)."""
         for cached in [k for k in self._statuses if k[:2] == key]:
             del self._statuses[cached]
 
     # ------------------------------------------------------------------ entry points
 
     async def reconcile(self, md: Mapping[str, Any], trigger: str) -> Outcome:
-        """Reconcile ``md`` (a full object as read from the API) under its lock, with metrics."""
-        key = (str(_meta(md).get("namespace") or "default"), str(_meta(md).get("name")))
+        """Reconcile the ModelDeployment ``md`` names, under its lock, with metrics.
+
+        The object is read afresh *inside* the lock: a body handed in by kopf or read before
+        waiting for the lock may predate a spec change that another reconcile already applied,
+        and acting on it would briefly roll the children back.
+        """
+        return await self.reconcile_by_name(
+            str(_meta(md).get("namespace") or "default"), str(_meta(md).get("name")), trigger
+        ) or Outcome()
+
+    async def reconcile_by_name(self, namespace: str, name: str, trigger: str) -> Outcome | None:
+        """Read the ModelDeployment and reconcile it; None when it is gone or being deleted."""
         started = time.perf_counter()
         result = "error"
         try:
-            async with self.lock(key):
+            async with self.lock((namespace, name)):
+                try:
+                    md = await self.kube.get(API_VERSION, KIND, namespace, name)
+                except KubeError as exc:
+                    raise RetryLater(f"cannot read {namespace}/{name}: {exc}", _retry_delay(exc)) from exc
+                if md is None or _meta(md).get("deletionTimestamp"):
+                    result = "gone"
+                    self.forget((namespace, name))
+                    return None
                 outcome = await self._reconcile(md)
             result = "written" if outcome.writes else "unchanged"
             return outcome
@@ -170,17 +188,6 @@ class Reconciler:
         finally:
             metrics.RECONCILES.labels(trigger=trigger, result=result).inc()
             metrics.RECONCILE_DURATION.labels(trigger=trigger).observe(time.perf_counter() - started)
-
-    async def reconcile_by_name(self, namespace: str, name: str, trigger: str) -> Outcome | None:
-        """Read the ModelDeployment afresh and reconcile it; None when it is gone or going."""
-        try:
-            md = await self.kube.get(API_VERSION, KIND, namespace, name)
-        except KubeError as exc:
-            raise RetryLater(f"cannot read {namespace}/{name}: {exc}", _retry_delay(exc)) from exc
-        if md is None or _meta(md).get("deletionTimestamp"):
-            self.forget((namespace, name))
-            return None
-        return await self.reconcile(md, trigger)
 
     def poke(self, namespace: str, name: str, trigger: str) -> None:
         """Schedule a reconcile soon; pokes within the debounce window coalesce into one."""
@@ -206,8 +213,9 @@ class Reconciler:
             except SpecProblem:
                 return  # reported in status; the next spec change will try again
             except RetryLater as exc:
-                logger.info("reconcile of %s/%s will be retried in %.0fs: %s", *key, exc.delay, exc)
-                await asyncio.sleep(exc.delay * (attempt + 1))
+                delay = min(60.0, exc.delay * 2**attempt)
+                logger.info("reconcile of %s/%s will be retried in %.0fs: %s", *key, delay, exc)
+                await asyncio.sleep(delay)
             except Exception:
                 logger.exception("reconcile of %s/%s failed", *key)
                 await asyncio.sleep(min(60.0, 2.0**attempt))
@@ -216,8 +224,6 @@ class Reconciler:
 
     async def _reconcile(self, md: Mapping[str, Any]) -> Outcome:
         outcome = Outcome()
-        if _meta(md).get("deletionTimestamp"):
-            return outcome  # children go with the owner (garbage collection); nothing to do
         try:
             desired = render_children(md, self.config, podmonitor_api=await self.podmonitor_api())
             url, selector, model = url_for(md), selector_for(md), model_name_for(md)

@@ -59,12 +59,15 @@ def fetch_model(uri: str, dest_dir: Path, *, sha256: str | None = None, copy_loc
     ``http(s)://`` and ``s3://`` are downloaded into ``dest_dir`` (created if missing).
     Raises :class:`FetchError` naming the (redacted) URI and the cause.
     """
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:
+        raise _error(uri, f"malformed URI: {exc}") from exc
     expected = _expected_sha256(uri, parts.fragment, sha256)
     scheme = parts.scheme.lower()
     try:
         if scheme in ("http", "https"):
-            return _fetch_http(uri, parts.fragment, Path(dest_dir), expected)
+            return _fetch_http(uri, Path(dest_dir), expected)
         if scheme == "s3":
             return _fetch_s3(uri, Path(dest_dir), expected)
         if scheme == "file" or scheme == "" or _looks_like_windows_drive(scheme):
@@ -248,7 +251,7 @@ def _fetch_local(uri: str, dest_dir: Path, expected: str | None, copy_local: boo
 # http:// and https://
 
 
-def _fetch_http(uri: str, fragment: str, dest_dir: Path, expected: str | None) -> Path:
+def _fetch_http(uri: str, dest_dir: Path, expected: str | None) -> Path:
     import httpx
 
     parts = urlsplit(uri)

@@ -24,6 +24,7 @@ import pytest
 from e2e_support import (
     CHART,
     CRD_NAME,
+    HELM_ARGS,
     RELEASE,
     RELEASE_NAMESPACE,
     ROOT,
@@ -97,7 +98,7 @@ def release(kube: Kubectl) -> Iterator[Release]:
     """`helm install` of the chart, with the in-cluster operator scaled to 0 (the tests run their own)."""
     crd_existed = kube.get("crd", CRD_NAME) is not None
     kube.helm("upgrade", "--install", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE,
-              "--create-namespace", "--set", "operator.replicas=0", "--wait", "--timeout", "5m")
+              "--create-namespace", "--set", "operator.replicas=0", "--wait", "--timeout", "5m", *HELM_ARGS)
     if crd_existed:
         # helm never upgrades CRDs; on a reused cluster bring the CRD up to date like a user would.
         kube("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -130,9 +131,23 @@ class Kubectl:
         return self(*args, stdin=text, check=check)
 
 
+MODEL_URI = os.environ.get(
+    "MODELSERVE_E2E_MODEL_URI",
+    "https://github.com/onnx/models/raw/main/validated/vision/classification/mnist/model/mnist-8.onnx",
+)
+"""Model of the tests' ModelDeployments. On the local cluster pods are simulated and never fetch it; on
+kind (real pods) it must be reachable from the cluster."""
+
+OPERATOR_ARGS = shlex.split(os.environ.get("MODELSERVE_E2E_OPERATOR_ARGS", ""))
+"""Extra flags of the operator process (kind: --server-image=... for the images loaded into the cluster)."""
+
+HELM_ARGS = shlex.split(os.environ.get("MODELSERVE_E2E_HELM_ARGS", ""))
+"""Extra flags of `helm upgrade --install` (kind: the image values)."""
+
+
 def modeldeployment(name: str, **spec: Any) -> dict[str, Any]:
     """A ModelDeployment manifest; spec defaults to a small CPU model."""
-    spec.setdefault("model", {"uri": "https://models.example.com/iris/model.onnx"})
+    spec.setdefault("model", {"uri": MODEL_URI})
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelDeployment", "metadata": {"name": name},
             "spec": spec}
 
@@ -194,7 +209,7 @@ class OperatorProcess:
 
     kubeconfig: Path
     log_path: Path
-    extra_args: list[str] = field(default_factory=list)
+    extra_args: list[str] = field(default_factory=lambda: list(OPERATOR_ARGS))
     proc: subprocess.Popen[bytes] | None = None
     liveness_port: int = 0
     metrics_port: int = 0
@@ -209,7 +224,7 @@ class OperatorProcess:
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "operator already running"
         self.liveness_port, self.metrics_port = free_port(), free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSERVE_")}
+        env = dict(os.environ)  # MODELSERVE_* pass through (kind sets MODELSERVE_IMAGE_PULL_POLICY)
         env["KUBECONFIG"] = str(self.kubeconfig)  # never the admin's
         self.starts += 1
         with open(self.log_path, "ab") as log:

@@ -250,6 +250,17 @@ def test_every_field_has_a_description_and_spec_fields_defaults() -> None:
             assert "default" in node, f"{path} has no default (add one, or list it in NO_DEFAULT)"
 
 
+def test_defaults_pass_the_cel_rules_as_written() -> None:
+    """The API server evaluates each default against the rules at its level, without nested
+    defaulting (a real kube-apiserver refused ``default: {}`` on ``scaling`` for this reason)."""
+    checked = 0
+    for path, node in _walk(SCHEMA):
+        if "default" in node and node.get("x-kubernetes-validations"):
+            assert list(cel_failures(node, node["default"])) == [], path
+            checked += 1
+    assert checked >= 2
+
+
 def test_crd_defaults_equal_the_models_defaults() -> None:
     """Defaulting by the API server and by pydantic give the same spec."""
     for name, md in samples():
@@ -339,8 +350,8 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
      "minReplicas must be less than or equal to scaling.maxReplicas"),
     ("negative gpus", {"model": {"uri": "/m.onnx"}, "resources": {"gpu": -1}}, "gpu"),
     ("max 0", {"model": {"uri": "/m.onnx"}, "scaling": {"minReplicas": 0, "maxReplicas": 0}}, "maxReplicas"),
-    ("unknown scheme", {"model": {"uri": "ftp://host/m.onnx"}}, "uri"),
-    ("relative path", {"model": {"uri": "models/m.onnx"}}, "uri"),
+    ("unknown scheme", {"model": {"uri": "ftp://host/m.onnx"}}, "model.uri must be an absolute path or a"),
+    ("relative path", {"model": {"uri": "models/m.onnx"}}, "model.uri must be an absolute path or a"),
     ("unknown field", {"model": {"uri": "/m.onnx"}, "replicas": 3}, "replicas"),
     ("unknown nested field", {"model": {"uri": "/m.onnx", "format": "onnx"}}, "format"),
     ("target 0", {"model": {"uri": "/m.onnx"}, "scaling": {"maxReplicas": 3, "target": 0}}, "target"),
@@ -387,3 +398,58 @@ def test_minimal_object_is_admitted_and_defaulted() -> None:
     assert spec["service"] == {"type": "ClusterIP", "httpPort": 8080, "grpcPort": 8081}
     assert spec["resources"]["gpu"] == 0
     assert spec["scheduling"]["topologySpread"]["enabled"] is True
+
+
+# --------------------------------------------------------------------------- CRD and model agree
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_URIS = [
+    "/m.onnx", "file:///m.onnx", "https://h/m.onnx", "http://h/m.onnx", "s3://b/k.onnx", "pvc://c/p/m.onnx",
+    "pvc://c", "pvc://Bad_Claim/m.onnx", "ftp://h/m.onnx", "m.onnx", "", "s3://", "gs://b/m.onnx",
+]  # fmt: skip
+
+
+@st.composite
+def edge_specs(draw: st.DrawFn) -> dict[str, Any]:
+    """Specs near every boundary the API enforces, valid or not."""
+    model: dict[str, Any] = {"uri": draw(st.sampled_from(_URIS))}
+    if draw(st.booleans()):
+        model["sha256"] = draw(st.sampled_from(["a" * 64, "A" * 64, "a" * 63]))
+    if draw(st.booleans()):
+        model["credentialsSecret"] = draw(st.sampled_from(["creds", "Bad"]))
+    spec: dict[str, Any] = {"model": model}
+    ints = st.integers(-2, 6)
+    scaling = draw(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "minReplicas": ints,
+                "maxReplicas": ints,
+                "metric": st.sampled_from(["inflight", "rps", "cpu", "gpu", "memory"]),
+                "target": st.sampled_from([-1, 0, 0.5, 1, 999, 1000, 1000.5, 5000]),
+            },
+        )
+    )
+    if scaling:
+        spec["scaling"] = scaling
+    ports = st.sampled_from([-1, 0, 1, 8080, 8081, 65535, 65536])
+    service = draw(st.fixed_dictionaries({}, optional={"httpPort": ports, "grpcPort": ports}))
+    if service:
+        spec["service"] = service
+    if draw(st.booleans()):
+        spec["resources"] = {"gpu": draw(st.integers(-1, 65))}
+    return spec
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=edge_specs())
+def test_crd_and_model_accept_the_same_specs(spec: dict[str, Any]) -> None:
+    crd_errors = admit(md_with(spec))
+    try:
+        api.parse_spec(spec)
+        model_error = None
+    except pydantic.ValidationError as exc:
+        model_error = str(exc)
+    assert bool(crd_errors) == (model_error is not None), (crd_errors, model_error)

@@ -15,10 +15,13 @@ garbage collection, label selectors, defaulting/validation, resourceVersion and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+import urllib.request
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import attrs
@@ -26,7 +29,7 @@ import kmock
 import kubernetes.client
 import pytest
 
-from modelserve_operator import metrics
+from modelserve_operator import metrics, rbac
 from modelserve_operator.config import OperatorConfig
 from modelserve_operator.main import Options, operate
 
@@ -39,8 +42,8 @@ SERVICE = "v1/services"
 HPA = "autoscaling/v2/horizontalpodautoscalers"
 PDB = "policy/v1/poddisruptionbudgets"
 MD_RES = "serving.modelserve.io/v1alpha1/modeldeployments"
-CLIENT_AGENT = "OpenAPI-Generator"  # the kubernetes client's User-Agent: the reconciler's requests
-WRITES = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+WRITE_VERBS = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
+WRITES = frozenset(WRITE_VERBS)
 
 
 @attrs.define(kw_only=True)
@@ -114,17 +117,40 @@ class Cluster:
             assert resp.status < 300, (method, path, resp.status, await resp.text())
             return await resp.json()
 
-    def operator_writes(self) -> list[str]:
+    def operator_calls(self) -> set[tuple[str, str, str]]:
+        """(API group, resource[/subresource], RBAC verb) of every request kopf or the client made."""
+        calls = set()
+        for r in list(self.server):
+            res = r.resource
+            if is_test_client(r) or res is None or not res.plural:  # the test's requests, or discovery
+                continue
+            if r.method == "GET":
+                verb = "watch" if r.params.get("watch") == "true" else "get" if r.name else "list"
+            else:
+                verb = WRITE_VERBS[r.method]
+            resource = f"{res.plural}/{r.subresource}" if r.subresource else res.plural
+            calls.add((res.group, resource, verb))
+        return calls
+
+    def assert_rbac_covers_calls(self) -> set[tuple[str, str, str]]:
+        """The chart's RBAC (the table) grants every call the operator made, kopf's included."""
+        calls = self.operator_calls()
+        missing = {call for call in calls if not rbac.allows(*call)}
+        assert not missing, f"calls outside the RBAC table: {sorted(missing)}"
+        return calls
+
+    def writes_since(self, index: int, *, by_operator: bool = True) -> list[str]:
+        """Write requests after request number ``index``: the operator's (kopf's and the client's),
+        or, with ``by_operator=False``, the test's own."""
         return [
-            f"{r.method} {r.url.path}" for r in list(self.server)
-            if r.method in WRITES and str(r.headers.get("User-Agent", "")).startswith(CLIENT_AGENT)
+            f"{r.method} {r.url.path}" for r in list(self.server)[index:]
+            if r.method in WRITES and is_test_client(r) is not by_operator
         ]
 
-    def all_writes_since(self, index: int) -> list[str]:
-        return [
-            f"{r.method} {r.url.path} ({r.headers.get('User-Agent', '')[:20]})"
-            for r in list(self.server)[index:] if r.method in WRITES
-        ]
+
+def is_test_client(request: Any) -> bool:
+    """The test's own aiohttp client (kopf says "kopf/...", the kubernetes client "OpenAPI-...")."""
+    return str(request.headers.get("User-Agent", "")).startswith("Python/")
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
@@ -161,30 +187,40 @@ async def cluster(kmock: Emulator) -> Cluster:
     return Cluster(kmock)
 
 
-@pytest.fixture
-async def operator(cluster: Cluster) -> AsyncIterator[threading.Thread]:
+@contextlib.asynccontextmanager
+async def running_operator(cluster: Cluster, liveness_port: int = 0) -> AsyncIterator[threading.Thread]:
     """The operator, exactly as ``modelserve operator`` runs it, in a thread with its own loop."""
     configuration = kubernetes.client.Configuration()
     configuration.host = str(cluster.server.url).rstrip("/")
-    options = Options(config=OperatorConfig(), liveness_port=0, metrics_port=0, resync_seconds=3600)
+    options = Options(config=OperatorConfig(), liveness_port=liveness_port, metrics_port=0,
+                      bind_address="127.0.0.1", resync_seconds=3600)
     stop = threading.Event()
     errors: list[BaseException] = []
 
     def target() -> None:
         try:
             asyncio.run(operate(options, configuration=configuration, stop_flag=stop, debounce=0.2))
-        except BaseException as exc:  # surfaced at teardown
+        except BaseException as exc:  # surfaced below
             errors.append(exc)
 
     thread = threading.Thread(target=target, name="operator", daemon=True)
     thread.start()
-    yield thread
-    stop.set()
-    await asyncio.to_thread(thread.join, 60)  # kmock serves from this loop: keep it running
+    try:
+        yield thread
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 60)  # kmock serves from this loop: keep it running
     assert not thread.is_alive(), "the operator did not stop"
     assert not errors, errors
 
 
+@pytest.fixture
+async def operator(cluster: Cluster) -> AsyncIterator[threading.Thread]:
+    async with running_operator(cluster) as thread:
+        yield thread
+
+
+SELECTOR = "app.kubernetes.io/name=modelserve-server,serving.modelserve.io/modeldeployment=iris"
 SCALED = {"scaling": {"minReplicas": 1, "maxReplicas": 3}}
 
 
@@ -205,10 +241,11 @@ def fetch_text(deployment: dict[str, Any]) -> str:
 
 async def converged(cluster: Cluster, name: str = "iris", generation: int = 1) -> dict[str, Any]:
     """Wait until the status reflects ``generation`` (the operator's last step of a reconcile)."""
-    return dict(await eventually(
-        lambda: (m := md_of(cluster, name)) and (m.get("status") or {}).get("observedGeneration") == generation
-        and m, what=f"status of generation {generation}",
-    ))
+    def check() -> dict[str, Any] | None:
+        md = md_of(cluster, name)
+        return md if md and (md.get("status") or {}).get("observedGeneration") == generation else None
+
+    return dict(await eventually(check, what=f"status of generation {generation}"))
 
 
 async def set_deployment_status(cluster: Cluster, ready: int, wanted: int = 1) -> None:
@@ -238,12 +275,15 @@ async def test_create_applies_every_child_with_owner_references(cluster: Cluster
     md = await converged(cluster)
     status = md["status"]
     assert status["url"] == f"http://iris.{NS}.svc:8080/v2/models/iris"
-    assert status["selector"] == "app.kubernetes.io/name=modelserve-server,serving.modelserve.io/modeldeployment=iris"
+    assert status["selector"] == SELECTOR
     cond = {c["type"]: c for c in status["conditions"]}
     assert cond["Ready"]["status"] == "False" and cond["Progressing"]["status"] == "True"
     # kopf's bookkeeping lives in annotations, not in the (schema-pruned) status.
     assert set(status) <= {"observedGeneration", "model", "replicas", "readyReplicas", "url", "selector",
                            "conditions"}
+    calls = cluster.assert_rbac_covers_calls()
+    assert ("serving.modelserve.io", "modeldeployments", "watch") in calls  # kopf's watch is in there
+    assert ("serving.modelserve.io", "modeldeployments/status", "patch") in calls
 
 
 async def test_update_patches_the_deployment_and_status_follows(cluster: Cluster, operator: Any) -> None:
@@ -262,11 +302,13 @@ async def test_update_patches_the_deployment_and_status_follows(cluster: Cluster
     await converged(cluster, generation=2)
 
     await set_deployment_status(cluster, ready=1)
-    md = await eventually(lambda: condition(md_of(cluster), "Ready").get("status") == "True" and md_of(cluster),
-                          what="Ready=True")
+    md = await eventually(
+        lambda: condition(md_of(cluster), "Ready").get("status") == "True" and md_of(cluster), what="Ready"
+    )
     assert md["status"]["readyReplicas"] == 1
     events = [o for (res, _, _), o in cluster.server.objects.items() if res.plural == "events"]
     assert any(e["reason"] == "ReplicasReady" and e["involvedObject"]["name"] == "iris" for e in events)
+    assert ("", "events", "create") in cluster.assert_rbac_covers_calls()
 
 
 async def test_min_equals_max_deletes_the_hpa_and_back(cluster: Cluster, operator: Any) -> None:
@@ -286,11 +328,8 @@ async def test_min_equals_max_deletes_the_hpa_and_back(cluster: Cluster, operato
         content_type="application/merge-patch+json",
     )
     hpa = await eventually(lambda: cluster.get(HPA, "iris"), what="the HPA again")
-    await asyncio.sleep(3)
-    for r in list(cluster.server):
-        if r.method != "GET" or "watch" not in str(r.url):
-            print("REQ", r.method, r.url.path, (r.data or {}).get("spec", {}).get("maxReplicas") if isinstance(r.data, dict) else "", (r.data or {}).get("spec", {}).get("scaling") if isinstance(r.data, dict) else "")
     assert hpa["spec"]["maxReplicas"] == 4
+    assert ("autoscaling", "horizontalpodautoscalers", "delete") in cluster.assert_rbac_covers_calls()
 
 
 async def test_drift_is_undone_through_the_child_watches(cluster: Cluster, operator: Any) -> None:
@@ -327,8 +366,9 @@ async def test_status_reports_the_schedulers_reason(cluster: Cluster, operator: 
         "status": {"phase": "Pending", "conditions": [
             {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]},
     })
-    degraded = await eventually(lambda: (c := condition(md_of(cluster), "Degraded")).get("status") == "True" and c,
-                                what="Degraded=True")
+    degraded = await eventually(
+        lambda: (c := condition(md_of(cluster), "Degraded")).get("status") == "True" and c, what="Degraded"
+    )
     assert degraded["reason"] == "Unschedulable"
     assert message in degraded["message"]
 
@@ -348,10 +388,8 @@ async def test_unchanged_spec_costs_no_writes(cluster: Cluster, operator: Any) -
                               content_type="application/merge-patch+json")
     await eventually(lambda: metrics.total(metrics.RECONCILES) >= reconciles + 1, what="a reconcile")
     await asyncio.sleep(2)
-    writes = [w for w in cluster.all_writes_since(mark) if "aiohttp" not in w.split("(")[-1].lower()]
-    test_writes = [w for w in cluster.all_writes_since(mark) if w not in writes]
-    assert len(test_writes) == 2
-    assert writes == [], writes
+    assert len(cluster.writes_since(mark, by_operator=False)) == 2  # the test's own two patches
+    assert cluster.writes_since(mark) == []
 
 
 async def test_api_errors_are_retried(cluster: Cluster, operator: Any) -> None:
@@ -368,7 +406,50 @@ async def test_a_spec_that_cannot_work_is_reported_not_hot_looped(cluster: Clust
     degraded = await eventually(lambda: (c := condition(md_of(cluster, "shared"), "Degraded")).get("reason")
                                 == "ModelVolumeMissing" and c, what="Degraded=ModelVolumeMissing")
     assert "models-pvc" in degraded["message"]
+    assert ("", "persistentvolumeclaims", "get") in cluster.assert_rbac_covers_calls()
     assert cluster.get(DEPLOY, "shared") is None  # nothing is applied for a spec that cannot work
     before = metrics.total(metrics.RECONCILES, result="spec_problem")
     await asyncio.sleep(5)
     assert metrics.total(metrics.RECONCILES, result="spec_problem") - before <= 1  # no hot loop
+
+
+async def test_restart_resumes_without_writes(cluster: Cluster) -> None:
+    async with running_operator(cluster):
+        await cluster.request("POST", MD_PATH, md_body(**SCALED))
+        await converged(cluster)
+        await set_deployment_status(cluster, ready=1)
+        await eventually(lambda: condition(md_of(cluster), "Ready").get("status") == "True", what="Ready")
+        await asyncio.sleep(1)
+    mark = len(list(cluster.server))
+    resumed = metrics.total(metrics.RECONCILES, trigger="md-resume")
+    port = free_port()
+    async with running_operator(cluster, liveness_port=port):
+        await eventually(lambda: metrics.total(metrics.RECONCILES, trigger="md-resume") > resumed,
+                         what="the resume reconcile")
+        await asyncio.sleep(2)
+        health = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10).status
+        )
+        assert health == 200
+    assert cluster.writes_since(mark) == []  # neither the reconciler nor kopf wrote anything
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_deleting_the_model_deployment_is_not_blocked(cluster: Cluster, operator: Any) -> None:
+    """No finalizer: deletion is immediate; the children go by garbage collection (not in kmock)."""
+    await cluster.request("POST", MD_PATH, md_body())
+    await converged(cluster)
+    assert not (md_of(cluster) or {}).get("metadata", {}).get("finalizers")
+    mark = len(list(cluster.server))
+    await cluster.request("DELETE", f"{MD_PATH}/iris")
+    assert md_of(cluster) is None
+    # Child events after the owner is gone find nothing to reconcile, and write nothing.
+    await cluster.request("DELETE", f"/api/v1/namespaces/{NS}/services/iris")
+    await asyncio.sleep(3)
+    assert cluster.get(SERVICE, "iris") is None
+    assert cluster.writes_since(mark) == []

@@ -422,12 +422,25 @@ def test_every_rendered_object_is_valid_and_restricted(md: dict[str, Any], podmo
     check_objects(md, podmonitor_api)
 
 
-@pytest.mark.parametrize(
-    "case", sorted(p.name.removesuffix(".input.yaml") for p in GOLDEN.glob("*.input.yaml"))
-)
+def _known_inputs() -> dict[str, dict[str, Any]]:
+    """The golden inputs and the ModelDeployments in manifests/samples (the ones users copy)."""
+    found = {p.name: yaml.safe_load(p.read_text()) for p in sorted(GOLDEN.glob("*.input.yaml"))}
+    for path in sorted((Path(__file__).resolve().parents[2] / "manifests" / "samples").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "ModelDeployment":
+                doc.setdefault("metadata", {}).setdefault("uid", "sample-uid")
+                doc["metadata"].setdefault("namespace", "default")
+                found[f"{path.name}:{doc['metadata']['name']}"] = doc
+    return found
+
+
+KNOWN_INPUTS = _known_inputs()
+
+
+@pytest.mark.parametrize("case", sorted(KNOWN_INPUTS))
 @pytest.mark.parametrize("podmonitor_api", [False, True])
-def test_golden_inputs_render_valid_objects(case: str, podmonitor_api: bool) -> None:
-    check_objects(yaml.safe_load((GOLDEN / f"{case}.input.yaml").read_text()), podmonitor_api)
+def test_known_inputs_render_valid_objects(case: str, podmonitor_api: bool) -> None:
+    check_objects(KNOWN_INPUTS[case], podmonitor_api)
 
 
 def test_validation_catches_a_bad_object() -> None:

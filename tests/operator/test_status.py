@@ -50,7 +50,7 @@ UNSCHEDULABLE = pod(conditions=[{"type": "PodScheduled", "status": "False", "rea
                                  "message": GPU_MESSAGE}])
 FETCH_CRASHING = pod(initContainerStatuses=[{
     "name": "fetch", "ready": False, "restartCount": 3,
-    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}},
+    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting"}},
     "lastState": {"terminated": {"exitCode": 2, "reason": "Error",
                                  "message": "sha256 mismatch: expected 00ab, got 17ff"}},
 }])
@@ -80,12 +80,14 @@ def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     ("pods", "reason", "fragment"),
     [
         pytest.param([UNSCHEDULABLE], "Unschedulable", GPU_MESSAGE, id="unschedulable"),
-        pytest.param([FETCH_CRASHING], "ModelFetchFailed", "sha256 mismatch: expected 00ab, got 17ff (exit code 2)",
-                     id="fetch-crashloop"),
-        pytest.param([FETCH_FAILED_ONCE], "ModelFetchFailed", "HTTP 404 for https://x/m.onnx", id="fetch-failed"),
+        pytest.param([FETCH_CRASHING], "ModelFetchFailed",
+                     "sha256 mismatch: expected 00ab, got 17ff (exit code 2)", id="fetch-crashloop"),
+        pytest.param([FETCH_FAILED_ONCE], "ModelFetchFailed", "HTTP 404 for https://x/m.onnx",
+                     id="fetch-failed"),
         pytest.param([IMAGE_PULL], "ImagePullBackOff", "ghcr.io/modelserve/server:nope", id="image-pull"),
         pytest.param([SERVER_CRASHING], "CrashLoopBackOff", "model has no inputs", id="server-crash"),
-        pytest.param([HEALTHY, UNSCHEDULABLE], "Unschedulable", "Insufficient nvidia.com/gpu", id="one-of-two"),
+        pytest.param([HEALTHY, UNSCHEDULABLE], "Unschedulable", "Insufficient nvidia.com/gpu",
+                     id="one-of-two"),
     ],
 )
 def test_degraded_reasons_come_from_the_pods(pods: list[dict[str, Any]], reason: str, fragment: str) -> None:
@@ -112,7 +114,8 @@ def test_all_ready_is_ready_and_complete() -> None:
     assert status["replicas"] == 2 and status["readyReplicas"] == 2
     assert status["observedGeneration"] == 3
     assert status["url"] == URL and status["model"] == "iris"
-    assert status["selector"] == "app.kubernetes.io/name=modelserve-server,serving.modelserve.io/modeldeployment=iris"
+    assert status["selector"] == "app.kubernetes.io/name=modelserve-server," \
+        "serving.modelserve.io/modeldeployment=iris"
     assert all(c["lastTransitionTime"] == "2026-11-01T12:00:00Z" for c in status["conditions"])
     # Every field the operator writes is declared in the typed status (the CRD's schema comes from it).
     ModelDeploymentStatus.model_validate(status)
@@ -128,12 +131,14 @@ def test_unchanged_status_writes_nothing_and_keeps_transition_times() -> None:
 
 
 def test_transition_moves_only_the_flipped_condition_time() -> None:
-    healthy = compute_status(md(), deployment=deployment(), pods=[HEALTHY], url=URL, selector=SELECTOR, now=T0)
+    healthy = compute_status(md(), deployment=deployment(), pods=[HEALTHY], url=URL, selector=SELECTOR,
+                             now=T0)
     broken = compute_status(md(healthy.status), deployment=deployment(ready=1), pods=[HEALTHY, IMAGE_PULL],
                             url=URL, selector=SELECTOR, now=T1)
     before, after = conditions(healthy.status), conditions(broken.status)
     assert broken.patch is not None
-    assert after["Ready"]["status"] == "False" and after["Ready"]["lastTransitionTime"] == "2026-11-01T12:05:00Z"
+    assert after["Ready"]["status"] == "False"
+    assert after["Ready"]["lastTransitionTime"] == "2026-11-01T12:05:00Z"
     assert after["Degraded"]["lastTransitionTime"] == "2026-11-01T12:05:00Z"
     assert (before["Progressing"]["status"], after["Progressing"]["status"]) == ("False", "True")
     assert after["Progressing"]["lastTransitionTime"] == "2026-11-01T12:05:00Z"

@@ -9,7 +9,6 @@ import re
 import tomllib
 
 import pytest
-
 from tests.packaging.conftest import ROOT
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -76,7 +75,7 @@ def test_gpu_image_swaps_onnxruntime_for_onnxruntime_gpu() -> None:
 def test_base_images_are_pinned() -> None:
     for name, value in _args().items():
         if name.endswith("_IMAGE"):
-            repo, _, tag = value.partition(":")
+            _, _, tag = value.partition(":")
             assert tag and tag != "latest" and re.search(r"\d+\.\d+", tag), f"{name}={value} is not pinned"
     for line in re.findall(r"(?m)^FROM (\S+)", DOCKERFILE):
         assert line.startswith("${") or line in _stages(), f"FROM {line}: use a pinned ARG or a stage"

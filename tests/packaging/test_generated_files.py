@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from tests.packaging.conftest import ROOT, by_kind
 
 pytestmark = pytest.mark.usefixtures("helm")
@@ -84,7 +83,7 @@ def test_dashboard_queries_name_only_exported_metrics() -> None:
     assert used, "the dashboard names no modelserve metric"
     for name in used:
         base = re.sub(r"_(bucket|sum|count)$", "", name)
-        assert name in METRIC_HELP or base in METRIC_HELP, f"dashboard uses {name}, which the server does not export"
+        assert name in METRIC_HELP or base in METRIC_HELP, f"dashboard uses {name}: the server lacks it"
     needed = {"modelserve_requests_total", "modelserve_request_duration_seconds_bucket",
               "modelserve_queue_duration_seconds_bucket", "modelserve_batch_size_bucket",
               "modelserve_inflight_requests", "modelserve_gpu_utilization_ratio"}

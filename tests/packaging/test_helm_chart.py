@@ -8,7 +8,6 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-
 from tests.packaging.conftest import CHART, HERE, K8S_VERSION, Render, by_kind, run
 
 NONDEFAULT = str(HERE / "values-nondefault.yaml")
@@ -31,7 +30,13 @@ def _container(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _triples(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
-    return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
 
 
 def _operator_triples() -> set[tuple[str, str, str]]:
@@ -80,7 +85,8 @@ def test_rendered_objects_validate_against_kubernetes_schemas(render: Render, va
     ],
 )
 def test_values_schema_rejects_wrong_values(helm: str, args: list[str], complaint: str) -> None:
-    for cmd in ([helm, "template", "modelserve", str(CHART), *args], [helm, "lint", "--strict", str(CHART), *args]):
+    template = [helm, "template", "modelserve", str(CHART), *args]
+    for cmd in (template, [helm, "lint", "--strict", str(CHART), *args]):
         proc = run(cmd)
         assert proc.returncode != 0, f"{' '.join(cmd[1:])} accepted a wrong value"
         output = proc.stdout + proc.stderr
@@ -235,7 +241,8 @@ def test_namespaced_objects_carry_their_namespace(render: Render, variant: str) 
         if obj["kind"] in CLUSTER_SCOPED_KINDS:
             assert "namespace" not in obj["metadata"], obj["metadata"]
         else:
-            assert obj["metadata"].get("namespace"), f"{obj['kind']}/{obj['metadata']['name']} has no namespace"
+            name = f"{obj['kind']}/{obj['metadata']['name']}"
+            assert obj["metadata"].get("namespace"), f"{name} has no namespace"
 
 
 def test_optional_monitoring_objects(render: Render) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from tests.packaging.conftest import CHART, HERE, ROOT, run
 
 CHECKOV_CONFIG = CHART / ".checkov.yaml"
@@ -59,7 +58,8 @@ def test_yamllint_on_chart_manifests_and_rendered_output(helm: str, tmp_path: Pa
 
     config = YamlLintConfig(file=str(ROOT / ".yamllint"))
     targets = sorted(
-        [*CHART.rglob("*.yaml"), *(ROOT / "manifests").rglob("*.yaml"), ROOT / ".yamllint", *HERE.glob("*.yaml")]
+        [*CHART.rglob("*.yaml"), *(ROOT / "manifests").rglob("*.yaml"), ROOT / ".yamllint",
+         *HERE.glob("*.yaml")]
     )
     targets = [t for t in targets if "templates" not in t.relative_to(ROOT).parts]
     assert any(t.name == "values.yaml" for t in targets) and any(t.name == "install.yaml" for t in targets)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
+from serverlib import RunningServer, ServerFactory
 
 from modelserve_server.fetch import FetchError, cache_dir_for, fetch_model, redact_uri
 
@@ -192,6 +193,8 @@ def test_bad_arguments(tmp_path: Path) -> None:
         fetch_model("ftp://host/model.onnx", tmp_path)
     with pytest.raises(FetchError, match="malformed sha256"):
         fetch_model("http://127.0.0.1:1/model.onnx#sha256=abc", tmp_path)
+    with pytest.raises(FetchError, match="malformed URI"):
+        fetch_model("http://[::1/model.onnx", tmp_path)
     with pytest.raises(FetchError, match="disagree"):
         fetch_model(f"http://127.0.0.1:1/m.onnx#sha256={PAYLOAD_SHA}", tmp_path, sha256=WRONG_SHA)
 
@@ -391,7 +394,7 @@ def test_cli_s3(s3_endpoint: str, s3: Any, tmp_path: Path) -> None:
 # End to end: `modelserve serve --model <remote URI>` serves what it fetched
 
 
-def _infer_mlp(server: Any, model: str = "mlp") -> np.ndarray:
+def _infer_mlp(server: RunningServer, model: str = "mlp") -> np.ndarray:
     x = np.linspace(-1, 1, 2 * 64, dtype=np.float32).reshape(2, 64)
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 64], "data": x.ravel().tolist()}]}
     response = requests.post(f"{server.url}/v2/models/{model}/infer", json=body, timeout=60)
@@ -406,13 +409,17 @@ def _expected_mlp(model_path: Path, ort_run: Any) -> np.ndarray:
     return np.asarray(ort_run(model_path, {"x": x})["y"])
 
 
-def _wait_exit(server: Any, timeout: float = 120) -> int:
+def _wait_exit(server: RunningServer, timeout: float = 120) -> int:
     return int(server.process.wait(timeout))
 
 
 @pytest.mark.slow
 def test_serve_from_http(
-    http_server: HttpServer, tmp_path: Path, onnx_models: dict[str, Path], server_factory: Any, ort_run: Any
+    http_server: HttpServer,
+    tmp_path: Path,
+    onnx_models: dict[str, Path],
+    server_factory: ServerFactory,
+    ort_run: Any,
 ) -> None:
     model = onnx_models["mlp"]
     shutil.copy(model, tmp_path / "www" / "mlp.onnx")
@@ -425,7 +432,12 @@ def test_serve_from_http(
 
 @pytest.mark.slow
 def test_serve_from_s3(
-    s3_endpoint: str, s3: Any, tmp_path: Path, onnx_models: dict[str, Path], server_factory: Any, ort_run: Any
+    s3_endpoint: str,
+    s3: Any,
+    tmp_path: Path,
+    onnx_models: dict[str, Path],
+    server_factory: ServerFactory,
+    ort_run: Any,
 ) -> None:
     model = onnx_models["mlp"]
     s3.put_object(Bucket=s3.bucket, Key="prod/classifier.onnx", Body=model.read_bytes())
@@ -436,7 +448,7 @@ def test_serve_from_s3(
 
 @pytest.mark.slow
 def test_serve_fails_cleanly_on_fetch_errors(
-    http_server: HttpServer, s3_endpoint: str, s3: Any, tmp_path: Path, server_factory: Any
+    http_server: HttpServer, s3_endpoint: str, s3: Any, tmp_path: Path, server_factory: ServerFactory
 ) -> None:
     env = {**s3_env(s3_endpoint, tmp_path), "MODELSERVE_CACHE_DIR": str(tmp_path / "cache")}
     cases = {

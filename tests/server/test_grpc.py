@@ -7,6 +7,7 @@ with the right status code, and the server must keep serving after each of them.
 from __future__ import annotations
 
 import functools
+import queue
 import signal
 import threading
 import time
@@ -19,6 +20,7 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as tgrpc
+from serverlib import RunningServer, ServerFactory
 from tritonclient.utils import InferenceServerException
 
 from modelserve_server.protocol.grpc.generated import grpc_service_pb2 as pb
@@ -30,7 +32,7 @@ OrtRun = Callable[..., dict[str, np.ndarray]]
 
 
 @pytest.fixture(scope="module")
-def client(v2_server: Any) -> Iterator[Any]:
+def client(v2_server: RunningServer) -> Iterator[Any]:
     c = tgrpc.InferenceServerClient(v2_server.grpc_address)
     yield c
     c.close()
@@ -194,7 +196,9 @@ def test_requested_output_subset(client: Any, onnx_models: dict[str, Path], ort_
     np.testing.assert_array_equal(result.as_numpy("a_times_2"), expected["a_times_2"])
 
 
-def test_typed_contents_accepted(v2_server: Any, onnx_models: dict[str, Path], ort_run: OrtRun) -> None:
+def test_typed_contents_accepted(
+    v2_server: RunningServer, onnx_models: dict[str, Path], ort_run: OrtRun
+) -> None:
     """Clients other than tritonclient may send typed ``contents``; the answer is still raw."""
     x = RNG.standard_normal((2, 64)).astype(np.float32)
     request = pb.ModelInferRequest(model_name="mlp", id="typed")
@@ -300,7 +304,9 @@ def test_string_input_not_utf8(client: Any) -> None:
 
 
 @pytest.mark.slow
-def test_model_repository_versions(server_factory: Any, model_repository: Path, ort_run: OrtRun) -> None:
+def test_model_repository_versions(
+    server_factory: ServerFactory, model_repository: Path, ort_run: OrtRun
+) -> None:
     server = server_factory("--model-repository", str(model_repository), grpc=True)
     c = tgrpc.InferenceServerClient(server.grpc_address)
     try:
@@ -317,7 +323,7 @@ def test_model_repository_versions(server_factory: Any, model_repository: Path, 
         c.close()
 
 
-def _inflight(server: Any, model: str) -> float:
+def _inflight(server: RunningServer, model: str) -> float:
     for line in server.metrics().splitlines():
         if line.startswith("modelserve_inflight_requests{") and f'model="{model}"' in line:
             return float(line.rsplit(" ", 1)[1])
@@ -326,7 +332,7 @@ def _inflight(server: Any, model: str) -> float:
 
 @pytest.mark.slow
 def test_sigterm_completes_grpc_requests_in_flight(
-    server_factory: Any, onnx_models: dict[str, Path], ort_run: OrtRun
+    server_factory: ServerFactory, onnx_models: dict[str, Path], ort_run: OrtRun
 ) -> None:
     server = server_factory("--model", f"slow={onnx_models['slow']}", "--drain-seconds", "60", grpc=True)
     c = tgrpc.InferenceServerClient(server.grpc_address)
@@ -356,3 +362,69 @@ def test_sigterm_completes_grpc_requests_in_flight(
         np.testing.assert_allclose(
             results[i], ort_run(onnx_models["slow"], {"x": x})["y"], rtol=1e-4, atol=1e-5
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming and metrics
+
+
+def test_stream_infer(client: Any, onnx_models: dict[str, Path], ort_run: OrtRun) -> None:
+    """Triton's bidirectional stream: every request answered, failures inline, the stream goes on."""
+    answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    xs = {f"ok-{i}": RNG.standard_normal((1 + i % 2, 64)).astype(np.float32) for i in range(6)}
+    try:
+        for request_id, x in list(xs.items())[:3]:
+            client.async_stream_infer("mlp", _inputs({"x": x}), request_id=request_id)
+        client.async_stream_infer("mlp", _inputs({"x": np.zeros((1, 63), np.float32)}), request_id="bad")
+        client.async_stream_infer("no-such-model", _inputs({"x": xs["ok-0"]}), request_id="unknown")
+        for request_id, x in list(xs.items())[3:]:
+            client.async_stream_infer("mlp", _inputs({"x": x}), request_id=request_id)
+        got = [answers.get(timeout=60) for _ in range(len(xs) + 2)]
+    finally:
+        client.stop_stream()
+    errors = sorted(str(error.message()) for result, error in got if error is not None)
+    assert len(errors) == 2
+    assert "'x'" in errors[0] and "unknown model 'no-such-model'" in errors[1]
+    results = {result.get_response().id: result for result, error in got if error is None}
+    assert sorted(results) == sorted(xs)
+    for request_id, x in xs.items():
+        expected = ort_run(onnx_models["mlp"], {"x": x})["y"]
+        np.testing.assert_allclose(results[request_id].as_numpy("y"), expected, rtol=1e-5, atol=1e-6)
+
+
+def _counter(server: RunningServer, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in server.metrics().splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_grpc_requests_in_metrics(v2_server: RunningServer, client: Any) -> None:
+    ok = {"model": "mlp", "protocol": "grpc", "code": "200"}
+    bad = {"model": "mlp", "protocol": "grpc", "code": "400"}
+    before = (
+        _counter(v2_server, "modelserve_requests_total", **ok),
+        _counter(v2_server, "modelserve_requests_total", **bad),
+        _counter(v2_server, "modelserve_unknown_model_requests_total", protocol="grpc"),
+    )
+    _assert_serves(client)
+    with pytest.raises(InferenceServerException):
+        client.infer("mlp", _raw("x", [2, 64], "FP32", b"\0" * 12))  # rejected while decoding
+    with pytest.raises(InferenceServerException):
+        client.infer("never-served", _inputs({"x": np.zeros((1, 64), np.float32)}))
+    after = (
+        _counter(v2_server, "modelserve_requests_total", **ok),
+        _counter(v2_server, "modelserve_requests_total", **bad),
+        _counter(v2_server, "modelserve_unknown_model_requests_total", protocol="grpc"),
+    )
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1]
+    assert 'model="never-served"' not in v2_server.metrics()
+
+
+def test_gzip_compressed_request(client: Any, onnx_models: dict[str, Path], ort_run: OrtRun) -> None:
+    x = RNG.standard_normal((4, 64)).astype(np.float32)
+    result = client.infer("mlp", _inputs({"x": x}), compression_algorithm="gzip")
+    expected = ort_run(onnx_models["mlp"], {"x": x})["y"]
+    np.testing.assert_allclose(result.as_numpy("y"), expected, rtol=1e-5, atol=1e-6)

@@ -47,8 +47,14 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str]] = [
     ("no-inputs", "mlp", js({}), {}, 400, "inputs"),
     ("empty-inputs", "mlp", js({"inputs": []}), {}, 400, "inputs"),
     ("input-not-object", "mlp", js({"inputs": [3]}), {}, 400, "inputs[0]"),
-    ("input-without-name", "mlp", js({"inputs": [{"datatype": "FP32", "shape": [1], "data": [1]}]}), {}, 400,
-     "name"),
+    (
+        "input-without-name",
+        "mlp",
+        js({"inputs": [{"datatype": "FP32", "shape": [1], "data": [1]}]}),
+        {},
+        400,
+        "name",
+    ),
     ("unknown-input", "mlp", mlp(name="z"), {}, 400, "'z'"),
     ("wrong-datatype", "mlp", mlp(datatype="INT32", data=[1] * 64), {}, 400, "INT32"),
     ("unknown-datatype", "mlp", mlp(datatype="FLOAT"), {}, 400, "FLOAT"),
@@ -67,64 +73,196 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str]] = [
     ("ragged-data", "mlp", mlp(data=[[1.0] * 64, [1.0]]), {}, 400, "x"),
     ("data-deeper-than-shape", "mlp", mlp(shape=[1, 64], data=[[[v] for v in X64]]), {}, 400, "deeper"),
     ("no-data", "mlp", mlp(data=None), {}, 400, "data"),
-    ("deep-parameters", "mlp", js({**GOOD, "parameters": json.loads("{\"a\":" * 40 + "1" + "}" * 40)}), {},
-     400, "deeper"),
+    (
+        "deep-parameters",
+        "mlp",
+        js({**GOOD, "parameters": json.loads('{"a":' * 40 + "1" + "}" * 40)}),
+        {},
+        400,
+        "deeper",
+    ),
     ("deep-json", "mlp", b"[" * 100_000 + b"]" * 100_000, {}, 400, "JSON"),
     ("parameters-not-object", "mlp", js({**GOOD, "parameters": [1]}), {}, 400, "parameters"),
     ("duplicate-input", "mlp", js({"inputs": GOOD["inputs"] * 2}), {}, 400, "twice"),
     ("unknown-output", "mlp", js({**GOOD, "outputs": [{"name": "nope"}]}), {}, 400, "'nope'"),
     ("outputs-not-list", "mlp", js({**GOOD, "outputs": {"name": "y"}}), {}, 400, "outputs"),
-    ("classification", "mlp", js({**GOOD, "outputs": [{"name": "y", "parameters": {"classification": 2}}]}),
-     {}, 400, "classification"),
-    ("binary-data-flag-not-bool", "mlp",
-     js({**GOOD, "outputs": [{"name": "y", "parameters": {"binary_data": "yes"}}]}), {}, 400, "binary_data"),
+    (
+        "classification",
+        "mlp",
+        js({**GOOD, "outputs": [{"name": "y", "parameters": {"classification": 2}}]}),
+        {},
+        400,
+        "classification",
+    ),
+    (
+        "binary-data-flag-not-bool",
+        "mlp",
+        js({**GOOD, "outputs": [{"name": "y", "parameters": {"binary_data": "yes"}}]}),
+        {},
+        400,
+        "binary_data",
+    ),
     ("id-not-string", "mlp", js({**GOOD, "id": 5}), {}, 400, "id"),
-    ("int32-overflow", "multi", js({"inputs": [{"name": "a", "datatype": "INT32", "shape": [1, 4],
-                                                "data": [2**40] * 4}]}), {}, 400, "INT32"),
-    ("bool-from-strings", "multi", js({"inputs": [{"name": "d", "datatype": "BOOL", "shape": [1, 3],
-                                                   "data": ["false"] * 3}]}), {}, 400, "BOOL"),
-    ("missing-input", "multi", js({"inputs": [{"name": "a", "datatype": "INT32", "shape": [1, 4],
-                                               "data": [1] * 4}]}), {}, 400, "missing"),
-    ("bytes-not-strings", "multi", js({"inputs": [{"name": "s", "datatype": "BYTES", "shape": [1, 2],
-                                                   "data": [1, 2]}]}), {}, 400, "strings"),
-    ("static-wrong-batch", "static", js({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 8],
-                                                     "data": [0.0] * 16}]}), {}, 400, "[4, 8]"),
+    (
+        "int32-overflow",
+        "multi",
+        js({"inputs": [{"name": "a", "datatype": "INT32", "shape": [1, 4], "data": [2**40] * 4}]}),
+        {},
+        400,
+        "INT32",
+    ),
+    (
+        "bool-from-strings",
+        "multi",
+        js({"inputs": [{"name": "d", "datatype": "BOOL", "shape": [1, 3], "data": ["false"] * 3}]}),
+        {},
+        400,
+        "BOOL",
+    ),
+    (
+        "missing-input",
+        "multi",
+        js({"inputs": [{"name": "a", "datatype": "INT32", "shape": [1, 4], "data": [1] * 4}]}),
+        {},
+        400,
+        "missing",
+    ),
+    (
+        "bytes-not-strings",
+        "multi",
+        js({"inputs": [{"name": "s", "datatype": "BYTES", "shape": [1, 2], "data": [1, 2]}]}),
+        {},
+        400,
+        "strings",
+    ),
+    (
+        "static-wrong-batch",
+        "static",
+        js({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 8], "data": [0.0] * 16}]}),
+        {},
+        400,
+        "[4, 8]",
+    ),
     # -- Triton binary tensor data extension ------------------------------------------------------
-    ("header-length-not-number", "mlp", *binary({"inputs": [BIN_X]}, FLOATS, length=None)[:1],
-     {"Inference-Header-Content-Length": "abc"}, 400, "Inference-Header-Content-Length"),
-    ("header-length-negative", "mlp", binary({"inputs": [BIN_X]}, FLOATS)[0],
-     {"Inference-Header-Content-Length": "-5"}, 400, "Inference-Header-Content-Length"),
+    (
+        "header-length-not-number",
+        "mlp",
+        *binary({"inputs": [BIN_X]}, FLOATS, length=None)[:1],
+        {"Inference-Header-Content-Length": "abc"},
+        400,
+        "Inference-Header-Content-Length",
+    ),
+    (
+        "header-length-negative",
+        "mlp",
+        binary({"inputs": [BIN_X]}, FLOATS)[0],
+        {"Inference-Header-Content-Length": "-5"},
+        400,
+        "Inference-Header-Content-Length",
+    ),
     ("header-length-past-body", "mlp", *binary({"inputs": [BIN_X]}, FLOATS, length=10**6), 400, "exceeds"),
-    ("header-length-huge", "mlp", *binary({"inputs": [BIN_X]}, FLOATS, length=10**30), 400,
-     "Inference-Header-Content-Length"),
+    (
+        "header-length-huge",
+        "mlp",
+        *binary({"inputs": [BIN_X]}, FLOATS, length=10**30),
+        400,
+        "Inference-Header-Content-Length",
+    ),
     ("header-length-zero", "mlp", *binary({"inputs": [BIN_X]}, FLOATS, length=0), 400, "JSON"),
     ("header-length-cuts-json", "mlp", *binary({"inputs": [BIN_X]}, FLOATS, length=20), 400, "JSON"),
     ("binary-size-past-data", "mlp", *binary({"inputs": [BIN_X]}, FLOATS[:100]), 400, "runs past"),
     ("binary-leftover", "mlp", *binary({"inputs": [BIN_X]}, FLOATS + b"xx"), 400, "not claimed"),
-    ("binary-size-wrong-for-shape", "mlp",
-     *binary({"inputs": [{**BIN_X, "parameters": {"binary_data_size": 200}}]}, FLOATS[:200]), 400, "needs 256"),
-    ("binary-size-negative", "mlp",
-     *binary({"inputs": [{**BIN_X, "parameters": {"binary_data_size": -1}}]}, FLOATS), 400, "binary_data_size"),
-    ("binary-size-not-int", "mlp",
-     *binary({"inputs": [{**BIN_X, "parameters": {"binary_data_size": "256"}}]}, FLOATS), 400,
-     "binary_data_size"),
-    ("binary-size-without-header", "mlp", js({"inputs": [BIN_X]}), {}, 400, "Inference-Header-Content-Length"),
+    (
+        "binary-size-wrong-for-shape",
+        "mlp",
+        *binary({"inputs": [{**BIN_X, "parameters": {"binary_data_size": 200}}]}, FLOATS[:200]),
+        400,
+        "needs 256",
+    ),
+    (
+        "binary-size-negative",
+        "mlp",
+        *binary({"inputs": [{**BIN_X, "parameters": {"binary_data_size": -1}}]}, FLOATS),
+        400,
+        "binary_data_size",
+    ),
+    (
+        "binary-size-not-int",
+        "mlp",
+        *binary({"inputs": [{**BIN_X, "parameters": {"binary_data_size": "256"}}]}, FLOATS),
+        400,
+        "binary_data_size",
+    ),
+    (
+        "binary-size-without-header",
+        "mlp",
+        js({"inputs": [BIN_X]}),
+        {},
+        400,
+        "Inference-Header-Content-Length",
+    ),
     ("binary-and-data", "mlp", *binary({"inputs": [{**BIN_X, "data": X64}]}, FLOATS), 400, "both"),
-    ("binary-absurd-shape", "mlp",
-     *binary({"inputs": [{**BIN_X, "shape": [10**12, 64]}]}, FLOATS), 400, "elements"),
-    ("binary-large-shape", "mlp",
-     *binary({"inputs": [{**BIN_X, "shape": [10**9, 64]}]}, FLOATS), 400, "needs"),
-    ("bytes-truncated-prefix", "multi",
-     *binary({"inputs": [{"name": "s", "datatype": "BYTES", "shape": [1, 2],
-                          "parameters": {"binary_data_size": 9}}]}, b"\x03\x00\x00\x00abc\x00\x00"), 400,
-     "truncated"),
-    ("bytes-element-past-end", "multi",
-     *binary({"inputs": [{"name": "s", "datatype": "BYTES", "shape": [1, 2],
-                          "parameters": {"binary_data_size": 9}}]}, b"\x01\x00\x00\x00a\xff\x00\x00\x00"), 400,
-     "runs past"),
-    ("bytes-absurd-count", "multi",
-     *binary({"inputs": [{"name": "s", "datatype": "BYTES", "shape": [10**9, 2],
-                          "parameters": {"binary_data_size": 5}}]}, b"\x01\x00\x00\x00a"), 400, "cannot hold"),
+    (
+        "binary-absurd-shape",
+        "mlp",
+        *binary({"inputs": [{**BIN_X, "shape": [10**12, 64]}]}, FLOATS),
+        400,
+        "elements",
+    ),
+    (
+        "binary-large-shape",
+        "mlp",
+        *binary({"inputs": [{**BIN_X, "shape": [10**9, 64]}]}, FLOATS),
+        400,
+        "needs",
+    ),
+    (
+        "bytes-truncated-prefix",
+        "multi",
+        *binary(
+            {
+                "inputs": [
+                    {"name": "s", "datatype": "BYTES", "shape": [1, 2], "parameters": {"binary_data_size": 9}}
+                ]
+            },
+            b"\x03\x00\x00\x00abc\x00\x00",
+        ),
+        400,
+        "truncated",
+    ),
+    (
+        "bytes-element-past-end",
+        "multi",
+        *binary(
+            {
+                "inputs": [
+                    {"name": "s", "datatype": "BYTES", "shape": [1, 2], "parameters": {"binary_data_size": 9}}
+                ]
+            },
+            b"\x01\x00\x00\x00a\xff\x00\x00\x00",
+        ),
+        400,
+        "runs past",
+    ),
+    (
+        "bytes-absurd-count",
+        "multi",
+        *binary(
+            {
+                "inputs": [
+                    {
+                        "name": "s",
+                        "datatype": "BYTES",
+                        "shape": [10**9, 2],
+                        "parameters": {"binary_data_size": 5},
+                    }
+                ]
+            },
+            b"\x01\x00\x00\x00a",
+        ),
+        400,
+        "cannot hold",
+    ),
     ("bytes-not-utf8-for-string-model", "alltypes", b"", {}, 400, "UTF-8"),  # body filled in below
     ("unsupported-content-encoding", "mlp", js(GOOD), {"Content-Encoding": "br"}, 400, "Content-Encoding"),
     ("corrupt-gzip", "mlp", b"not gzip at all", {"Content-Encoding": "gzip"}, 400, "decompress"),
@@ -135,18 +273,33 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str]] = [
 
 
 def _alltypes_non_utf8() -> tuple[bytes, dict[str, str]]:
-    from serverlib import V2_TO_ONNX  # noqa: PLC0415
+    from serverlib import V2_TO_ONNX
 
     inputs, payload = [], b""
     for dt in V2_TO_ONNX:
         if dt == "BYTES":
             raw = b"".join(struct.pack("<I", 1) + b"\xff" for _ in range(3))
         else:
-            size = {"BOOL": 1, "UINT8": 1, "INT8": 1, "UINT16": 2, "INT16": 2, "FP16": 2, "UINT32": 4,
-                    "INT32": 4, "FP32": 4}.get(dt, 8)
+            size = {
+                "BOOL": 1,
+                "UINT8": 1,
+                "INT8": 1,
+                "UINT16": 2,
+                "INT16": 2,
+                "FP16": 2,
+                "UINT32": 4,
+                "INT32": 4,
+                "FP32": 4,
+            }.get(dt, 8)
             raw = b"\x00" * (3 * size)
-        inputs.append({"name": f"in_{dt}", "datatype": dt, "shape": [1, 3],
-                       "parameters": {"binary_data_size": len(raw)}})
+        inputs.append(
+            {
+                "name": f"in_{dt}",
+                "datatype": dt,
+                "shape": [1, 3],
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        )
         payload += raw
     return binary({"inputs": inputs}, payload)
 
@@ -155,10 +308,16 @@ def _post(server: RunningServer, path: str, body: bytes, headers: dict[str, str]
     return requests.post(f"{server.url}/v2/models/{path}/infer", data=body, headers=headers, timeout=60)
 
 
-@pytest.mark.parametrize(("case", "path", "body", "headers", "status", "fragment"), CASES,
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("case", "path", "body", "headers", "status", "fragment"), CASES, ids=[c[0] for c in CASES]
+)
 def test_malformed_request(
-    v2_server: RunningServer, case: str, path: str, body: bytes, headers: dict[str, str], status: int,
+    v2_server: RunningServer,
+    case: str,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
     fragment: str,
 ) -> None:
     if case == "bytes-not-utf8-for-string-model":
@@ -222,7 +381,9 @@ def _raw_request(port: int, head: bytes, body_parts: list[bytes]) -> bytes:
         return b"".join(chunks)
 
 
-def test_oversize_body_refused_before_reading(server_factory: ServerFactory, onnx_models: dict[str, Any]) -> None:
+def test_oversize_body_refused_before_reading(
+    server_factory: ServerFactory, onnx_models: dict[str, Any]
+) -> None:
     server = server_factory("--model", f"mlp={onnx_models['mlp']}", "--max-request-bytes", "100000")
     # A declared Content-Length over the limit: answered 413 while the client has sent no body at all.
     head = (

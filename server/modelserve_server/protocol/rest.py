@@ -54,6 +54,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": schemas.ErrorResponse, "description": "not ready (loading or draining)"},
 }
 
+#: 200 with an empty body (health and readiness), documented as such.
+_EMPTY_200: dict[int | str, dict[str, Any]] = {200: {"description": "yes (empty body)", "content": {}}}
+
 
 def _json(content: object, status: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type=JSON)
@@ -146,7 +149,9 @@ def create_app(service: InferenceService, *, max_request_bytes: int = 64 << 20) 
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return error_response(exc.status_code, str(exc.detail))
+        response = error_response(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # e.g. Allow on 405
+        return response
 
     @app.exception_handler(ClientDisconnect)
     async def _disconnect(request: Request, exc: ClientDisconnect) -> Response:
@@ -159,14 +164,15 @@ def create_app(service: InferenceService, *, max_request_bytes: int = 64 << 20) 
 
     # -- health and server metadata --------------------------------------------------------------
 
-    @app.get("/v2/health/live", responses={200: {"description": "live"}}, tags=["health"])
+    @app.get("/v2/health/live", response_class=Response, responses=_EMPTY_200, tags=["health"])
     async def live() -> Response:
         if service.live():
             return Response(status_code=200)
         return error_response(503, "not live")
 
     @app.get(
-        "/v2/health/ready", responses={200: {"description": "ready"}, 503: _ERRORS[503]}, tags=["health"]
+        "/v2/health/ready", response_class=Response, responses={**_EMPTY_200, 503: _ERRORS[503]},
+        tags=["health"],
     )
     async def ready() -> Response:
         if service.ready():
@@ -221,7 +227,7 @@ def create_app(service: InferenceService, *, max_request_bytes: int = 64 << 20) 
 
         errors: dict[int | str, dict[str, Any]] = {404: _ERRORS[404], 503: _ERRORS[503]}
         app.get(prefix, response_model=schemas.ModelMetadata, responses=errors, tags=[tag])(metadata)
-        app.get(f"{prefix}/ready", responses={200: {"description": "ready"}, **errors}, tags=[tag])(
+        app.get(f"{prefix}/ready", response_class=Response, responses={**_EMPTY_200, **errors}, tags=[tag])(
             model_ready
         )
         app.get(f"{prefix}/config", response_model=schemas.ModelConfig, responses=errors, tags=[tag])(config)
@@ -262,12 +268,15 @@ def create_app(service: InferenceService, *, max_request_bytes: int = 64 << 20) 
 
     model_routes("/v2/models/{model_name}", versioned=False)
     model_routes("/v2/models/{model_name}/versions/{model_version}", versioned=True)
-    _register_schemas(app)
+    _register_schemas(app, service)
     return app
 
 
-def _register_schemas(app: FastAPI) -> None:
-    """Make the request-body models referenced from ``openapi_extra`` part of the schema's components."""
+def _register_schemas(app: FastAPI, service: InferenceService) -> None:
+    """Finish the OpenAPI schema: request-body components, and served models as parameter examples.
+
+    The examples let schema-driven tools (schemathesis) reach real models instead of only 404s.
+    """
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -279,11 +288,20 @@ def _register_schemas(app: FastAPI) -> None:
         for name, definition in full.pop("$defs", {}).items():
             components.setdefault(name, definition)
         components.setdefault("InferenceRequest", full)
+        names = service.model_names()
+        examples = {"model_name": names[0]} if names else {}
+        if names:
+            examples["model_version"] = service.versions(names[0])[-1]
         for path in schema.get("paths", {}).values():
             body = path.get("post", {}).get("requestBody", {}).get("content", {}).get(JSON)
             if body is not None and "$defs" in body.get("schema", {}):
                 body["schema"] = {"$ref": "#/components/schemas/InferenceRequest"}
-        app.openapi_schema = schema
+            for operation in path.values():
+                for param in operation.get("parameters", []):
+                    if param.get("in") == "path" and param.get("name") in examples:
+                        param["example"] = examples[param["name"]]
+        # FastAPI caches the schema in app.openapi_schema; keep it only once the models are known.
+        app.openapi_schema = schema if names else None
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -57,7 +57,7 @@ class RequestOutput(BaseModel):
 class InferenceRequest(BaseModel):
     id: str | None = None
     parameters: dict[str, Any] | None = Field(default=None, description="binary_data_output: true/false")
-    inputs: list[RequestInput]
+    inputs: list[RequestInput] = Field(min_length=1)
     outputs: list[RequestOutput] | None = None
 
 

@@ -13,7 +13,9 @@ REST path awaits it and never blocks the loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -102,6 +104,55 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        try:
+            return await self._infer(request)
+        except Exception as exc:
+            await _abort(context, exc)
+            raise
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Run every request of the stream concurrently (so they can share batches) and answer each
+        as it finishes; a failing request answers with ``error_message`` and the stream goes on."""
+        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        running: set[asyncio.Task[None]] = set()
+
+        async def answer(request: pb.ModelInferRequest) -> None:
+            try:
+                response = pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+            except Exception as exc:
+                if not isinstance(exc, ModelserveError):
+                    log.exception("gRPC stream request failed with an unexpected error", exc_info=exc)
+                message = exc.message if isinstance(exc, ModelserveError) else f"internal error: {exc!r}"
+                failed = pb.ModelInferResponse(
+                    model_name=request.model_name, model_version=request.model_version, id=request.id
+                )
+                response = pb.ModelStreamInferResponse(error_message=message, infer_response=failed)
+            await answers.put(response)
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    task = asyncio.create_task(answer(request))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                while running:
+                    await asyncio.wait(set(running))
+            finally:
+                answers.put_nowait(None)  # end the response stream, also when reading failed
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await answers.get()) is not None:
+                yield item
+            await reader  # surface a failure of the request stream itself
+        finally:
+            for task in (reader, *running):
+                task.cancel()
+
+    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        """One inference request; raises what the RPC must report."""
         version = request.model_version or None
         try:
             # The model first, so an unknown model is NOT_FOUND even when the tensors are malformed too.
@@ -110,14 +161,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except Exception as exc:
             # Rejected before inference: the service counts it (unknown names create no new series).
             self._service.record_error(request.model_name, version, PROTOCOL, exc)
-            await _abort(context, exc)
             raise
-        try:
-            resp = await self._service.infer(req, PROTOCOL)
-            return encode_response(resp)
-        except Exception as exc:
-            await _abort(context, exc)
-            raise
+        return encode_response(await self._service.infer(req, PROTOCOL))
 
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
         try:
