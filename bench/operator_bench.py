@@ -22,6 +22,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -62,10 +63,12 @@ def cluster_env() -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run(["bash", str(ROOT / "hack" / "cluster" / "build.sh")], check=True, env=env)
     subprocess.run([sys.executable, "-m", "hack.cluster", "up"], check=True, env=env)
-    out = subprocess.run([sys.executable, "-m", "hack.cluster", "env"], check=True, env=env,
-                         capture_output=True, text=True).stdout
-    return dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines()
-                if line.startswith("export "))
+    out = subprocess.run(
+        [sys.executable, "-m", "hack.cluster", "env"], check=True, env=env, capture_output=True, text=True
+    ).stdout
+    return dict(
+        line.removeprefix("export ").split("=", 1) for line in out.splitlines() if line.startswith("export ")
+    )
 
 
 class Tracker:
@@ -82,13 +85,18 @@ class Tracker:
         custom = client.CustomObjectsApi()
         self._threads = [
             threading.Thread(target=self._watch_children, args=(kind, fn), daemon=True)
-            for kind, fn in (("Deployment", apps.list_namespaced_deployment),
-                             ("Service", core.list_namespaced_service),
-                             ("HorizontalPodAutoscaler", hpa.list_namespaced_horizontal_pod_autoscaler),
-                             ("PodDisruptionBudget", policy.list_namespaced_pod_disruption_budget))
+            for kind, fn in (
+                ("Deployment", apps.list_namespaced_deployment),
+                ("Service", core.list_namespaced_service),
+                ("HorizontalPodAutoscaler", hpa.list_namespaced_horizontal_pod_autoscaler),
+                ("PodDisruptionBudget", policy.list_namespaced_pod_disruption_budget),
+            )
         ]
-        self._threads.append(threading.Thread(
-            target=self._watch_mds, args=(custom.list_namespaced_custom_object,), daemon=True))
+        self._threads.append(
+            threading.Thread(
+                target=self._watch_mds, args=(custom.list_namespaced_custom_object,), daemon=True
+            )
+        )
         for t in self._threads:
             t.start()
 
@@ -109,8 +117,9 @@ class Tracker:
         for event in self._stream(fn, group=GROUP, version=VERSION, plural=PLURAL):
             obj = event["object"]
             status = obj.get("status") or {}
-            ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                        for c in status.get("conditions") or [])
+            ready = any(
+                c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+            )
             if ready and status.get("observedGeneration") == obj["metadata"].get("generation"):
                 now = time.monotonic()
                 with self.cond:
@@ -128,8 +137,12 @@ class Tracker:
 
 
 def md_body(name: str, scaling: dict[str, int]) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelDeployment", "metadata": {"name": name},
-            "spec": {"model": {"uri": MODEL_URI}, "scaling": scaling}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {"model": {"uri": MODEL_URI}, "scaling": scaling},
+    }
 
 
 def create_namespace(kube: Kubectl, name: str) -> None:
@@ -154,8 +167,11 @@ def reconcile_total(op: OperatorProcess) -> float:
     url = f"http://127.0.0.1:{op.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as resp:
         text = resp.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("modelserve_operator_reconcile_total"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("modelserve_operator_reconcile_total")
+    )
 
 
 def sequential(kube: Kubectl, op: OperatorProcess, count: int) -> dict[str, Any]:
@@ -169,19 +185,28 @@ def sequential(kube: Kubectl, op: OperatorProcess, count: int) -> dict[str, Any]
         for i in range(count):
             name = f"seq-{i:03d}"
             start = time.monotonic()
-            api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL,
-                                                md_body(name, {"minReplicas": 1, "maxReplicas": 3}))
-            tracker.wait(lambda name=name: name in tracker.ready
-                         and all(k in tracker.children.get(name, {}) for k in wanted), timeout=300)
+            api.create_namespaced_custom_object(
+                GROUP, VERSION, ns, PLURAL, md_body(name, {"minReplicas": 1, "maxReplicas": 3})
+            )
+            tracker.wait(
+                lambda name=name: (
+                    name in tracker.ready and all(k in tracker.children.get(name, {}) for k in wanted)
+                ),
+                timeout=300,
+            )
             to_children.append(max(tracker.children[name][k] for k in wanted) - start)
             to_ready.append(tracker.ready[name] - start)
     finally:
         tracker.stop()
     kube("delete", "namespace", ns, "--wait=true", "--timeout=300s", timeout=330)
-    return {"count": count,
-            "children_p50": quantile(to_children, 0.50), "children_p99": quantile(to_children, 0.99),
-            "ready_p50": quantile(to_ready, 0.50), "ready_p99": quantile(to_ready, 0.99),
-            "ready_max": max(to_ready)}
+    return {
+        "count": count,
+        "children_p50": quantile(to_children, 0.50),
+        "children_p99": quantile(to_children, 0.99),
+        "ready_p50": quantile(to_ready, 0.50),
+        "ready_p99": quantile(to_ready, 0.99),
+        "ready_max": max(to_ready),
+    }
 
 
 def burst(kube: Kubectl, op: OperatorProcess, count: int, audit_log: Path, user: str) -> dict[str, Any]:
@@ -203,9 +228,13 @@ def burst(kube: Kubectl, op: OperatorProcess, count: int, audit_log: Path, user:
         elapsed = time.monotonic() - start
     finally:
         tracker.stop()
-    result: dict[str, Any] = {"count": count, "create_seconds": created, "all_ready_seconds": elapsed,
-                              "rss_idle_mib": rss_idle / 1024,
-                              "rss_peak_mib": proc_status(op.proc.pid, "VmHWM") / 1024}
+    result: dict[str, Any] = {
+        "count": count,
+        "create_seconds": created,
+        "all_ready_seconds": elapsed,
+        "rss_idle_mib": rss_idle / 1024,
+        "rss_peak_mib": proc_status(op.proc.pid, "VmHWM") / 1024,
+    }
 
     # Writes per reconcile of unchanged specs: restart (every object is resumed) and let the resync
     # timer tick, then count the ServiceAccount's write requests in the audit log.
@@ -222,10 +251,16 @@ def burst(kube: Kubectl, op: OperatorProcess, count: int, audit_log: Path, user:
         f"{e['verb']} {(e.get('objectRef') or {}).get('resource')}"
         + (f"/{e['objectRef']['subresource']}" if (e.get("objectRef") or {}).get("subresource") else "")
         for e in audit_events(audit_log, offset)
-        if e.get("user", {}).get("username") == user and e.get("verb") in WRITE_VERBS)
-    result.update({"idle_reconciles": reconciles, "idle_writes": sum(writes.values()),
-                   "idle_writes_by_kind": dict(writes.most_common()),
-                   "writes_per_reconcile": sum(writes.values()) / reconciles if reconciles else None})
+        if e.get("user", {}).get("username") == user and e.get("verb") in WRITE_VERBS
+    )
+    result.update(
+        {
+            "idle_reconciles": reconciles,
+            "idle_writes": sum(writes.values()),
+            "idle_writes_by_kind": dict(writes.most_common()),
+            "writes_per_reconcile": sum(writes.values()) / reconciles if reconciles else None,
+        }
+    )
     kube("delete", "namespace", ns, "--wait=true", "--timeout=600s", timeout=630)
     return result
 
@@ -234,15 +269,21 @@ def render(seq: dict[str, Any], bur: dict[str, Any], commands: list[str], minute
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()
     lines = [
-        "## Operator", "",
+        "## Operator",
+        "",
         f"Measured {now} in {minutes:.1f} min by `bench/operator_bench.py` on this machine: nproc "
         f"{os.cpu_count()}, python {platform.python_version()}, local cluster from hack/cluster "
         "(kube-apiserver v1.35 + etcd built from Go modules, pods simulated by kwok: Ready means scheduled "
         "and marked Ready, with no image pull or model load). The operator is `modelserve operator` as a "
         "local process with the chart's ServiceAccount token. Load average at the end: "
-        f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}.", "",
-        "```", *commands, "```", "",
-        "| Figure | Value |", "| --- | --- |",
+        f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}.",
+        "",
+        "```",
+        *commands,
+        "```",
+        "",
+        "| Figure | Value |",
+        "| --- | --- |",
         f"| apply → Deployment, Service, HPA, PDB exist, p50 / p99 ({seq['count']} created one by one) "
         f"| {seq['children_p50']:.2f} s / {seq['children_p99']:.2f} s |",
         f"| apply → status Ready (observedGeneration current), p50 / p99 / max | {seq['ready_p50']:.2f} s / "
@@ -256,8 +297,12 @@ def render(seq: dict[str, Any], bur: dict[str, Any], commands: list[str], minute
         "",
     ]
     if bur["idle_writes_by_kind"]:
-        lines += ["Writes during the unchanged-spec window, by verb and resource: "
-                  + ", ".join(f"`{k}` {v}" for k, v in bur["idle_writes_by_kind"].items()) + ".", ""]
+        lines += [
+            "Writes during the unchanged-spec window, by verb and resource: "
+            + ", ".join(f"`{k}` {v}" for k, v in bur["idle_writes_by_kind"].items())
+            + ".",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -266,15 +311,21 @@ def write_section(section: str) -> None:
     start = text.find("## Operator")
     if start >= 0:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     RESULTS.write_text(text)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # run the `finally` blocks: the operator process is stopped
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    signal.signal(signal.SIGTERM, _terminate)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sequential", type=int, default=50)
     parser.add_argument("--burst", type=int, default=200)
     parser.add_argument("--write", action="store_true", help="write the Operator section of bench/RESULTS.md")
@@ -285,16 +336,28 @@ def main(argv: list[str] | None = None) -> int:
     audit_log = kubeconfig.parent / "logs" / "audit.log"
     kube = Kubectl(kubeconfig)
     config.load_kube_config(config_file=str(kubeconfig))
-    kube.helm("upgrade", "--install", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE,
-              "--create-namespace", "--set", "operator.replicas=0", "--wait")
+    kube.helm(
+        "upgrade",
+        "--install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--create-namespace",
+        "--set",
+        "operator.replicas=0",
+        "--wait",
+    )
     kube("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
-    sa = kube.get("serviceaccount", namespace=RELEASE_NAMESPACE,
-                  selector=f"app.kubernetes.io/instance={RELEASE}")[0]["metadata"]["name"]
+    sa = kube.get(
+        "serviceaccount", namespace=RELEASE_NAMESPACE, selector=f"app.kubernetes.io/instance={RELEASE}"
+    )[0]["metadata"]["name"]
     user = f"system:serviceaccount:{RELEASE_NAMESPACE}:{sa}"
     with tempfile.TemporaryDirectory() as tmp:
-        op = OperatorProcess(kubeconfig=serviceaccount_kubeconfig(kube, RELEASE_NAMESPACE, sa,
-                                                                  Path(tmp) / "kubeconfig"),
-                             log_path=Path(tmp) / "operator.log")
+        op = OperatorProcess(
+            kubeconfig=serviceaccount_kubeconfig(kube, RELEASE_NAMESPACE, sa, Path(tmp) / "kubeconfig"),
+            log_path=Path(tmp) / "operator.log",
+        )
         op.start()
         try:
             seq = sequential(kube, op, args.sequential)
@@ -304,10 +367,14 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             op.stop()
     python = sys.executable.replace(str(ROOT) + "/", "")
-    commands = [" ".join([python, "bench/operator_bench.py", f"--sequential {args.sequential}",
-                          f"--burst {args.burst}"] + (["--write"] if args.write else [])),
-                "modelserve operator --kubeconfig=<ServiceAccount token> --all-namespaces "
-                "[--resync-seconds=20 for the unchanged-spec window]"]
+    commands = [
+        " ".join(
+            [python, "bench/operator_bench.py", f"--sequential {args.sequential}", f"--burst {args.burst}"]
+            + (["--write"] if args.write else [])
+        ),
+        "modelserve operator --kubeconfig=<ServiceAccount token> --all-namespaces "
+        "[--resync-seconds=20 for the unchanged-spec window]",
+    ]
     section = render(seq, bur, commands, (time.monotonic() - began) / 60)
     print(section)
     if args.write:

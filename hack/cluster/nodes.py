@@ -69,11 +69,11 @@ def gpu_node(name: str) -> dict[str, Any]:
 
 
 def cpu_node(name: str) -> dict[str, Any]:
-    """A plain CPU node without taints."""
+    """A plain CPU node without taints, large enough for the operator benchmark's hundreds of pods."""
     return _node(
         name,
-        labels={"node.kubernetes.io/instance-type": "kwok-cpu-16"},
-        resources={"cpu": "16", "memory": "64Gi", "ephemeral-storage": "200Gi", "pods": "110"},
+        labels={"node.kubernetes.io/instance-type": "kwok-cpu-256"},
+        resources={"cpu": "256", "memory": "1Ti", "ephemeral-storage": "2Ti", "pods": "500"},
         taints=[],
     )
 

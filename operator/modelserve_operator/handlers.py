@@ -11,15 +11,17 @@ kopf); this module only says *when* to reconcile:
   status follows the pods. Pokes coalesce, so a rollout's burst of pod events costs one
   reconcile. ``on.event`` is used rather than ``on.delete`` on purpose: a deletion handler
   would make kopf put its finalizer on every child.
-* a slow timer per ModelDeployment as a safety net for anything a watch missed.
+* no ``@kopf.timer``: kopf puts its finalizer on every object that has a timer or a daemon, and
+  a finalizer would let a ModelDeployment hang in ``Terminating`` whenever the operator is down.
+  The slow safety-net resync is :meth:`Reconciler.resync_forever` instead, started next to kopf
+  in :func:`modelserve_operator.main.operate`: one LIST per interval, then a poke per object.
 
 The registry is built by a function, not at import time, so tests and ``main`` each get a
-fresh one with their own timer interval, and importing this module registers nothing globally.
+fresh one, and importing this module registers nothing globally.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -29,8 +31,6 @@ from modelserve_operator.api import GROUP, KIND, PLURAL, VERSION
 from modelserve_operator.reconcile import Reconciler, RetryLater, SpecProblem
 from modelserve_operator.render.labels import MANAGED_BY, MANAGED_BY_LABEL, MODELDEPLOYMENT_LABEL
 from modelserve_operator.settings import WATCHED_CHILDREN
-
-DEFAULT_RESYNC_SECONDS = 300.0
 
 
 def make_memo(reconciler: Reconciler, configuration: Any) -> kopf.Memo:
@@ -91,7 +91,7 @@ async def _reconcile_now(reconciler: Reconciler, body: Mapping[str, Any], trigge
         raise kopf.TemporaryError(str(exc), delay=min(60.0, exc.delay * 2 ** min(retry, 6))) from exc
 
 
-def build_registry(*, resync_seconds: float = DEFAULT_RESYNC_SECONDS) -> kopf.OperatorRegistry:
+def build_registry() -> kopf.OperatorRegistry:
     """A kopf registry with every handler of the operator."""
     registry = kopf.OperatorRegistry()
 
@@ -110,16 +110,6 @@ def build_registry(*, resync_seconds: float = DEFAULT_RESYNC_SECONDS) -> kopf.Op
     @kopf.on.update(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
     async def reconcile(body: kopf.Body, reason: Any, memo: Any, retry: int, **_: Any) -> None:
         await _reconcile_now(_reconciler(memo), _plain(body), f"md-{reason}", retry)
-
-    @kopf.timer(GROUP, VERSION, PLURAL, id="resync", interval=resync_seconds,
-                initial_delay=resync_seconds, registry=registry)
-    async def resync(
-        body: kopf.Body, memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
-    ) -> None:
-        try:
-            await _reconciler(memo).reconcile(_plain(body), "timer")
-        except (SpecProblem, RetryLater) as exc:
-            logger.info("resync: %s", exc)  # reported in status, or retried at the next tick
 
     async def on_child_event(event: Mapping[str, Any], body: kopf.Body, memo: Any, **_: Any) -> None:
         if event.get("type") is None:

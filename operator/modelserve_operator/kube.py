@@ -232,10 +232,10 @@ class Kube:
         return result
 
     async def list(
-        self, api_version: str, kind: str, namespace: str, labels: Mapping[str, str]
+        self, api_version: str, kind: str, namespace: str | None, labels: Mapping[str, str]
     ) -> list[dict[str, Any]]:
-        """Objects matching ``labels``; the labels are also checked here, as not every server
-        (kmock, for one) filters by label selector."""
+        """Objects matching ``labels`` in ``namespace`` (None: all namespaces); the labels are also
+        checked here, as not every server (kmock, for one) filters by label selector."""
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         data = await self.request(
             "list", resource_for(api_version, kind), namespace=namespace,

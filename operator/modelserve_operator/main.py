@@ -33,9 +33,9 @@ import kopf
 
 from modelserve_operator import metrics
 from modelserve_operator.config import OperatorConfig
-from modelserve_operator.handlers import DEFAULT_RESYNC_SECONDS, build_registry, make_memo
+from modelserve_operator.handlers import build_registry, make_memo
 from modelserve_operator.kube import Kube, load_configuration
-from modelserve_operator.reconcile import Reconciler
+from modelserve_operator.reconcile import DEFAULT_RESYNC_SECONDS, Reconciler
 from modelserve_operator.settings import configure
 
 logger = logging.getLogger("modelserve_operator")
@@ -118,13 +118,14 @@ async def operate(
         configuration = load_configuration(options.kubeconfig, options.context)
     kube = Kube(configuration)
     reconciler = Reconciler(kube, options.config, debounce=debounce)
-    registry = build_registry(resync_seconds=options.resync_seconds)
+    registry = build_registry()
     settings = configure(kopf.OperatorSettings())
     liveness = (
         f"http://{options.bind_address}:{options.liveness_port}/healthz" if options.liveness_port else None
     )
     namespaces = options.config.watch_namespaces
     logger.info("watching %s", ", ".join(namespaces) if namespaces else "all namespaces")
+    resync = asyncio.create_task(reconciler.resync_forever(namespaces, options.resync_seconds))
     try:
         await kopf.operator(
             registry=registry,
@@ -138,6 +139,9 @@ async def operate(
             ready_flag=ready_flag,
         )
     finally:
+        resync.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await resync
         await reconciler.close()
         kube.close()
 

@@ -45,6 +45,7 @@ from modelserve_operator.status import Problem, Transition, compute_status, rfc3
 logger = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+DEFAULT_RESYNC_SECONDS = 300.0
 
 
 class SpecProblem(Exception):
@@ -196,6 +197,24 @@ class Reconciler:
         if task is not None and not task.done():
             return
         self._pending[key] = asyncio.create_task(self._poked(key, trigger), name=f"reconcile {key}")
+
+    async def resync_forever(self, namespaces: tuple[str, ...], interval: float) -> None:
+        """The safety net for anything a watch missed: every ``interval``, poke every object.
+
+        One LIST per namespace (or one cluster-wide) per interval; the pokes then cost reads
+        only, unless something really drifted.
+        """
+        while True:
+            await asyncio.sleep(interval)
+            for namespace in namespaces or (None,):
+                try:
+                    items = await self.kube.list(API_VERSION, KIND, namespace, {})
+                except KubeError as exc:
+                    logger.warning("resync: cannot list ModelDeployments: %s", exc)
+                    continue
+                for item in items:
+                    meta = _meta(item)
+                    self.poke(str(meta.get("namespace")), str(meta.get("name")), "resync")
 
     async def close(self) -> None:
         for task in list(self._pending.values()):

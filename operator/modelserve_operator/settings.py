@@ -5,8 +5,9 @@
   and a prefix of our own keeps it recognisable in ``kubectl get -o yaml``.
 * **No finalizer.** Children carry owner references and the garbage collector deletes them with
   the ModelDeployment; the operator has nothing to clean up outside the cluster, so it registers
-  no deletion handler, and kopf then adds no finalizer. A finalizer would only add a way for a
-  ModelDeployment to hang in ``Terminating`` while the operator is down.
+  no deletion handler and no timer or daemon (kopf adds its finalizer for any of those), and
+  kopf then adds no finalizer. A finalizer would only add a way for a ModelDeployment to hang
+  in ``Terminating`` while the operator is down.
 * **Standalone, no peering.** Peering is not leader election (two replicas of equal priority
   both pause); the operator runs as one replica with the ``Recreate`` strategy instead, and
   needs no peering RBAC.

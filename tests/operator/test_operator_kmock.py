@@ -42,6 +42,7 @@ SERVICE = "v1/services"
 HPA = "autoscaling/v2/horizontalpodautoscalers"
 PDB = "policy/v1/poddisruptionbudgets"
 MD_RES = "serving.modelserve.io/v1alpha1/modeldeployments"
+TEST_AGENT = "modelserve-operator-tests"
 WRITE_VERBS = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
 WRITES = frozenset(WRITE_VERBS)
 
@@ -112,7 +113,7 @@ class Cluster:
         return copy.deepcopy(dict(self.server.objects[key].raw))
 
     async def request(self, method: str, path: str, body: Any = None, content_type: str | None = None) -> Any:
-        headers = {"Content-Type": content_type} if content_type else {}
+        headers = {"User-Agent": TEST_AGENT, **({"Content-Type": content_type} if content_type else {})}
         async with self.server.request(method, path, json=body, headers=headers) as resp:
             assert resp.status < 300, (method, path, resp.status, await resp.text())
             return await resp.json()
@@ -149,8 +150,8 @@ class Cluster:
 
 
 def is_test_client(request: Any) -> bool:
-    """The test's own aiohttp client (kopf says "kopf/...", the kubernetes client "OpenAPI-...")."""
-    return str(request.headers.get("User-Agent", "")).startswith("Python/")
+    """The test's own requests (kopf says "kopf/...", the kubernetes client "OpenAPI-Generator/...")."""
+    return request.headers.get("User-Agent") == TEST_AGENT
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
@@ -188,12 +189,14 @@ async def cluster(kmock: Emulator) -> Cluster:
 
 
 @contextlib.asynccontextmanager
-async def running_operator(cluster: Cluster, liveness_port: int = 0) -> AsyncIterator[threading.Thread]:
+async def running_operator(
+    cluster: Cluster, liveness_port: int = 0, resync_seconds: float = 3600
+) -> AsyncIterator[threading.Thread]:
     """The operator, exactly as ``modelserve operator`` runs it, in a thread with its own loop."""
     configuration = kubernetes.client.Configuration()
     configuration.host = str(cluster.server.url).rstrip("/")
     options = Options(config=OperatorConfig(), liveness_port=liveness_port, metrics_port=0,
-                      bind_address="127.0.0.1", resync_seconds=3600)
+                      bind_address="127.0.0.1", resync_seconds=resync_seconds)
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -453,3 +456,13 @@ async def test_deleting_the_model_deployment_is_not_blocked(cluster: Cluster, op
     await asyncio.sleep(3)
     assert cluster.get(SERVICE, "iris") is None
     assert cluster.writes_since(mark) == []
+
+
+async def test_resync_catches_what_no_watch_reported(cluster: Cluster) -> None:
+    async with running_operator(cluster, resync_seconds=2):
+        await cluster.request("POST", MD_PATH, md_body())
+        await converged(cluster)
+        cluster.server.objects[kmock.resource(SERVICE), NS, "iris"].delete()  # silently: no watch event
+        assert cluster.get(SERVICE, "iris") is None
+        await eventually(lambda: cluster.get(SERVICE, "iris"), timeout=60, what="the resync to restore it")
+    assert metrics.total(metrics.RECONCILES, trigger="resync") >= 1
