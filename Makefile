@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= server,operator,s3,dev
 
-.PHONY: setup demo test lint typecheck unit e2e generate cluster-build cluster-up cluster-down bench clean
+.PHONY: setup demo test lint typecheck unit e2e kind-e2e generate cluster-build cluster-up cluster-down bench clean
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,14 @@ cluster-up: cluster-build
 
 cluster-down:
 	$(PY) -m hack.cluster down
+
+## e2e: only the end-to-end tests (local cluster; MODELSERVE_E2E_KUBECONFIG=... for another cluster).
+e2e: setup cluster-build
+	$(VENV)/bin/pytest -m e2e tests/e2e
+
+## kind-e2e: the same tests on kind with real pods (needs a running Docker engine).
+kind-e2e: setup
+	bash hack/kind-e2e.sh
 
 bench: setup
 	$(PY) bench/run.py

@@ -79,12 +79,14 @@ class Tracker:
         self.children: dict[str, dict[str, float]] = {}
         self.ready: dict[str, float] = {}
         self.cond = threading.Condition()
+        self.errors: list[BaseException] = []
+        self._stopping = False
         self._watches: list[watch.Watch] = []
         apps, core = client.AppsV1Api(), client.CoreV1Api()
         hpa, policy = client.AutoscalingV2Api(), client.PolicyV1Api()
         custom = client.CustomObjectsApi()
         self._threads = [
-            threading.Thread(target=self._watch_children, args=(kind, fn), daemon=True)
+            threading.Thread(target=self._guard, args=(self._watch_children, kind, fn), daemon=True)
             for kind, fn in (
                 ("Deployment", apps.list_namespaced_deployment),
                 ("Service", core.list_namespaced_service),
@@ -94,11 +96,21 @@ class Tracker:
         ]
         self._threads.append(
             threading.Thread(
-                target=self._watch_mds, args=(custom.list_namespaced_custom_object,), daemon=True
+                target=self._guard, args=(self._watch_mds, custom.list_namespaced_custom_object), daemon=True
             )
         )
         for t in self._threads:
             t.start()
+
+    def _guard(self, target: Callable[..., None], *args: Any) -> None:
+        """Run a watch loop; its connection breaking on stop() is expected, any other error is kept."""
+        try:
+            target(*args)
+        except Exception as exc:
+            if not self._stopping:
+                with self.cond:
+                    self.errors.append(exc)
+                    self.cond.notify_all()
 
     def _stream(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
         w = watch.Watch()
@@ -128,10 +140,13 @@ class Tracker:
 
     def wait(self, predicate: Callable[[], bool], timeout: float) -> None:
         with self.cond:
-            if not self.cond.wait_for(predicate, timeout=timeout):
+            if not self.cond.wait_for(lambda: bool(self.errors) or predicate(), timeout=timeout):
                 raise TimeoutError("timed out waiting for the operator")
+            if self.errors:
+                raise RuntimeError(f"a watch failed: {self.errors[0]!r}")
 
     def stop(self) -> None:
+        self._stopping = True
         for w in self._watches:
             w.stop()
 
@@ -188,10 +203,11 @@ def sequential(kube: Kubectl, op: OperatorProcess, count: int) -> dict[str, Any]
             api.create_namespaced_custom_object(
                 GROUP, VERSION, ns, PLURAL, md_body(name, {"minReplicas": 1, "maxReplicas": 3})
             )
+            def done(name: str = name) -> bool:
+                return name in tracker.ready and all(k in tracker.children.get(name, {}) for k in wanted)
+
             tracker.wait(
-                lambda name=name: (
-                    name in tracker.ready and all(k in tracker.children.get(name, {}) for k in wanted)
-                ),
+                done,
                 timeout=300,
             )
             to_children.append(max(tracker.children[name][k] for k in wanted) - start)

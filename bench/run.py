@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         runs += best.values()
 
         # 3. In-process at the batch sizes modelserve's batcher formed, where not measured yet.
-        for name, spec in specs.items():
+        for name in specs:
             formed = {max(1, round(r.mean_batch)) for r in runs if r.model == name and r.mean_batch}
             extra = sorted(b for b in formed if b not in inproc[name] and b <= max(args.concurrency))
             if extra:

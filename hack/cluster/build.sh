@@ -45,10 +45,12 @@ timed() {  # timed LOG CMD...: run CMD, appending its time and peak RSS to LOG w
 # binary fails this, so it is rebuilt).
 have() {
   local dir="$1" want="$2"; shift 2
-  local b
+  local b out
   for b in "$@"; do
     [ -x "$dir/$b" ] || return 1
-    "$dir/$b" --version 2>&1 | grep -q -- "${want#v}" || return 1
+    # Captured first: `cmd | grep -q` under pipefail fails when grep exits early and cmd gets SIGPIPE.
+    out="$("$dir/$b" --version 2>&1)" || return 1
+    [[ "$out" == *"${want#v}"* ]] || return 1
   done
 }
 

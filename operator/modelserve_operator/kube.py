@@ -32,6 +32,7 @@ from typing import Any
 
 import kubernetes.client
 import kubernetes.config
+import urllib3
 
 from modelserve_operator import metrics, rbac
 
@@ -166,7 +167,7 @@ class Kube:
             raw = response.read()  # type: ignore[no-untyped-call]
         except kubernetes.client.ApiException as exc:  # TLS or connection-level trouble
             raise KubeError(exc.status or 0, str(exc.reason or "ConnectionError"), str(exc)) from exc
-        except OSError as exc:  # urllib3 errors derive from it after retries are exhausted
+        except (OSError, urllib3.exceptions.HTTPError) as exc:  # refused, reset, timed out, retries spent
             raise KubeError(0, type(exc).__name__, str(exc)) from exc
         text = raw.decode("utf-8", "replace") if raw else ""
         try:

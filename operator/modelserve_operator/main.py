@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -151,11 +152,16 @@ def run(argv: Sequence[str]) -> int:
     try:
         options = parse_args(argv)
     except ValueError as exc:  # a bad MODELSERVE_* value
-        print(f"modelserve operator: {exc}")
+        print(f"modelserve operator: {exc}", file=sys.stderr)
         return 2
     configure_logging(options)
+    try:
+        configuration = load_configuration(options.kubeconfig, options.context)
+    except Exception as exc:  # kubernetes.config.ConfigException and file errors
+        print(f"modelserve operator: cannot load Kubernetes credentials: {exc}", file=sys.stderr)
+        return 2
     if options.metrics_port:
         metrics.serve(options.metrics_port, options.bind_address)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(operate(options))
+        asyncio.run(operate(options, configuration=configuration))
     return 0

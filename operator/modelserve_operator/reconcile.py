@@ -1,7 +1,7 @@
 """One reconcile of one ModelDeployment: read, apply what differs, delete what is unwanted, report.
 
-Why it is separate from the kopf handlers: the same reconcile runs from four places (kopf's
-create/update/resume handlers, a child's watch event, and the slow safety-net timer), and the
+Why it is separate from the kopf handlers: the same reconcile runs from three places (kopf's
+create/update/resume handlers, a child's watch event, and the slow safety-net resync), and the
 kopf wiring should stay a thin translation of outcomes into kopf's retry semantics. This module
 knows nothing of kopf: it raises :class:`SpecProblem` (kopf: ``PermanentError``, the spec can
 never work as written) and :class:`RetryLater` (kopf: ``TemporaryError``, the cluster is busy).
@@ -125,7 +125,7 @@ class Reconciler:
         self.instance = os.environ.get("HOSTNAME") or "modelserve-operator"
         self._locks: dict[Key, asyncio.Lock] = {}
         self._pending: dict[Key, asyncio.Task[None]] = {}
-        self._statuses: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._podmonitor: tuple[float, bool] | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -144,11 +144,6 @@ class Reconciler:
 
     def lock(self, key: Key) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
-
-    def forget(self, key: Key) -> None:
-        """Drop the caches of a deleted ModelDeployment (its lock is held: it stays until reuse)."""
-        for cached in [k for k in self._statuses if k[:2] == key]:
-            del self._statuses[cached]
 
     # ------------------------------------------------------------------ entry points
 
@@ -175,7 +170,6 @@ class Reconciler:
                     raise RetryLater(f"cannot read {namespace}/{name}: {exc}", _retry_delay(exc)) from exc
                 if md is None or _meta(md).get("deletionTimestamp"):
                     result = "gone"
-                    self.forget((namespace, name))
                     return None
                 outcome = await self._reconcile(md)
             result = "written" if outcome.writes else "unchanged"
@@ -196,7 +190,10 @@ class Reconciler:
         task = self._pending.get(key)
         if task is not None and not task.done():
             return
-        self._pending[key] = asyncio.create_task(self._poked(key, trigger), name=f"reconcile {key}")
+        task = asyncio.create_task(self._poked(key, trigger), name=f"reconcile {key}")
+        self._pending[key] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def resync_forever(self, namespaces: tuple[str, ...], interval: float) -> None:
         """The safety net for anything a watch missed: every ``interval``, poke every object.
@@ -217,7 +214,7 @@ class Reconciler:
                     self.poke(str(meta.get("namespace")), str(meta.get("name")), "resync")
 
     async def close(self) -> None:
-        for task in list(self._pending.values()):
+        for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -345,20 +342,18 @@ class Reconciler:
         problem: Problem | None = None,
     ) -> None:
         meta = _meta(md)
-        cache_key = (str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid")))
-        # Our own last write wins over a possibly stale body (kopf's body predates our patch).
-        current = self._statuses.get(cache_key, md.get("status") or {})
-        update = compute_status({**md, "status": current}, deployment=deployment, pods=pods, url=url,
-                                selector=selector, problem=problem, model=model)
+        update = compute_status(md, deployment=deployment, pods=pods, url=url, selector=selector,
+                                problem=problem, model=model)
         outcome.status = update.status
         if update.patch is not None:
             try:
-                await self.kube.patch_status(API_VERSION, KIND, cache_key[0], cache_key[1], update.patch)
+                await self.kube.patch_status(
+                    API_VERSION, KIND, str(meta.get("namespace")), str(meta.get("name")), update.patch
+                )
             except KubeError as exc:
                 if exc.status == 404:
                     return  # deleted meanwhile
                 raise RetryLater(f"writing status: {exc}", _retry_delay(exc)) from exc
-            self._statuses[cache_key] = update.status
             metrics.STATUS_WRITES.inc()
             outcome.status_written = True
         for transition in update.transitions:

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import uvicorn
 
 from modelserve_server.errors import StartupError
-from modelserve_server.protocol.rest import create_app
+from modelserve_server.protocol.rest import create_asgi
 from modelserve_server.repository import build_index
 from modelserve_server.runtime.providers import ProviderPlan
 from modelserve_server.service import InferenceService
@@ -107,7 +107,7 @@ async def serve(options: ServeOptions, plan: ProviderPlan) -> int:
     service = InferenceService(
         max_batch_size=options.max_batch_size, max_batch_delay_ms=options.max_batch_delay_ms
     )
-    app = create_app(service, max_request_bytes=options.max_request_bytes)
+    app = create_asgi(service, max_request_bytes=options.max_request_bytes)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -119,6 +119,7 @@ async def serve(options: ServeOptions, plan: ProviderPlan) -> int:
         access_log=False,
         log_config=None,
         server_header=False,
+        proxy_headers=False,
         timeout_graceful_shutdown=max(1, round(options.drain_seconds)),
         timeout_keep_alive=30,
         backlog=2048,

@@ -44,7 +44,8 @@ def _config_tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
 def model_config(session: ModelSession, *, max_batch_size: int, max_queue_delay_us: int) -> dict[str, Any]:
     """Triton's model configuration (``GET /v2/models/{m}/config``) for an ONNX model.
 
-    ``max_batch_size`` is 0 for a model that is never batched; then ``dims`` are the full shapes.
+    ``max_batch_size`` is 0 for a model without a batch dimension (static first dim); then ``dims``
+    are the full shapes. ``dynamic_batching`` is present only when the server batches (max > 1).
     """
     batched = max_batch_size > 0
     gpu = any(p in (CUDA, TENSORRT) for p in session.providers)
@@ -61,7 +62,7 @@ def model_config(session: ModelSession, *, max_batch_size: int, max_queue_delay_
         "instance_group": [{"name": session.name, "kind": "KIND_GPU" if gpu else "KIND_CPU", "count": 1}],
         "parameters": {"providers": {"string_value": ",".join(session.providers)}},
     }
-    if batched:
+    if max_batch_size > 1:
         config["dynamic_batching"] = {"max_queue_delay_microseconds": max_queue_delay_us}
     return config
 

@@ -45,12 +45,33 @@ Result = dict[str, np.ndarray]
 
 
 class _Version:
-    """A loaded model version: its session, its batching queue and its statistics."""
+    """A loaded model version: its session, batching queue, statistics and metric children.
 
-    def __init__(self, session: ModelSession, scheduler: BatchScheduler[Work, Result]) -> None:
+    The labelled metric children are resolved once here: ``labels()`` is a locked dict lookup, and
+    the hot path would otherwise do seven of them per request.
+    """
+
+    def __init__(
+        self, session: ModelSession, scheduler: BatchScheduler[Work, Result], metrics: Metrics
+    ) -> None:
         self.session = session
         self.scheduler = scheduler
         self.stats = ModelStats()
+        labels = (session.name, session.version)
+        self.inflight = metrics.inflight.labels(session.name)
+        self.request_duration = metrics.request_duration.labels(*labels)
+        self.queue_duration = metrics.queue_duration.labels(*labels)
+        self.compute_duration = metrics.compute_duration.labels(*labels)
+        self.batch_size = metrics.batch_size.labels(*labels)
+        self._requests = metrics.requests
+        self._request_counters: dict[tuple[str, str], Any] = {}
+
+    def count_request(self, protocol: str, code: str) -> None:
+        counter = self._request_counters.get((protocol, code))
+        if counter is None:
+            counter = self._requests.labels(self.session.name, self.session.version, protocol, code)
+            self._request_counters[(protocol, code)] = counter
+        counter.inc()
 
 
 class InferenceService:
@@ -119,7 +140,8 @@ class InferenceService:
             max_delay_s=self.max_batch_delay_s,
             batchable=session.batchable,
         )
-        self._models.setdefault(session.name, {})[session.version] = _Version(session, scheduler)
+        loaded = _Version(session, scheduler, self.metrics)
+        self._models.setdefault(session.name, {})[session.version] = loaded
         self._expected.setdefault(session.name, set()).add(session.version)
         current = self._defaults.get(session.name)
         if current is None or version_sort_key(session.version) > version_sort_key(current):
@@ -215,7 +237,7 @@ class InferenceService:
         loaded = self._resolve(name, version)
         return model_config(
             loaded.session,
-            max_batch_size=self.max_batch_size if loaded.scheduler.batchable else 0,
+            max_batch_size=self.max_batch_size if loaded.session.batchable else 0,
             max_queue_delay_us=int(self.max_batch_delay_s * 1e6),
         )
 
@@ -245,8 +267,9 @@ class InferenceService:
         except ModelserveError:
             self.metrics.unknown_model_requests.labels(protocol).inc()
             return
-        self.metrics.requests.labels(name, resolved, protocol, str(status)).inc()
-        self._models[name][resolved].stats.record_failure(0)
+        loaded = self._models[name][resolved]
+        loaded.count_request(protocol, str(status))
+        loaded.stats.record_failure(0)
 
     async def infer(self, req: InferRequest, protocol: str) -> InferResponse:
         """Validate, batch, run (in a worker thread) and answer one request.
@@ -262,8 +285,7 @@ class InferenceService:
             raise
         session = loaded.session
         name, version = session.name, session.version
-        metrics = self.metrics
-        inflight = metrics.inflight.labels(name)
+        inflight = loaded.inflight
         inflight.inc()
         self._inflight += 1
         code = "200"
@@ -275,7 +297,7 @@ class InferenceService:
                 for n in work.requested
             ]
             elapsed = time.perf_counter() - started
-            metrics.request_duration.labels(name, version).observe(elapsed)
+            loaded.request_duration.observe(elapsed)
             loaded.stats.record_success(elapsed)
             return InferResponse(name, version, req.id, outputs)
         except ModelserveError as exc:
@@ -290,7 +312,7 @@ class InferenceService:
         finally:
             self._inflight -= 1
             inflight.dec()
-            metrics.requests.labels(name, version, protocol, code).inc()
+            loaded.count_request(protocol, code)
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -325,14 +347,12 @@ class InferenceService:
         result = await loop.run_in_executor(self.executor, session.run, feeds, names)
         compute = time.perf_counter() - started
         parts = split(result, [p.rows for p in batch])
-        labels = (session.name, session.version)
+        loaded = self._models[session.name][session.version]
         rows = sum(p.payload.metric_rows for p in batch)
-        self.metrics.batch_size.labels(*labels).observe(rows)
-        queue_hist = self.metrics.queue_duration.labels(*labels)
-        compute_hist = self.metrics.compute_duration.labels(*labels)
-        stats = self._models[session.name][session.version].stats
-        stats.record_execution(rows, compute, [p.dispatched - p.enqueued for p in batch])
-        for p in batch:
-            queue_hist.observe(p.dispatched - p.enqueued)
-            compute_hist.observe(compute)
+        loaded.batch_size.observe(rows)
+        waits = [p.dispatched - p.enqueued for p in batch]
+        loaded.stats.record_execution(rows, compute, waits)
+        for wait in waits:
+            loaded.queue_duration.observe(wait)
+            loaded.compute_duration.observe(compute)
         return parts

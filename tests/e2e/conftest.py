@@ -16,7 +16,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,15 +130,35 @@ def operator_process(kube: Kubectl, release: Release,
         print(f"\noperator log: {proc.log_path}")
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call":
+        item.stash[_CALL_FAILED] = report.failed
+    return report
+
+
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
 @pytest.fixture
-def operator(operator_process: OperatorProcess, cluster: Cluster,
-             release: Release) -> Iterator[OperatorProcess]:
+def operator(operator_process: OperatorProcess, cluster: Cluster, release: Release,
+             request: pytest.FixtureRequest) -> Iterator[OperatorProcess]:
     """The running operator; after the test, no forbidden request (RBAC) may have happened."""
     if operator_process.proc is None or operator_process.proc.poll() is not None:
         operator_process.start()  # a previous test killed it
     log_offset = len(operator_process.log_text())
     audit_offset = audit_size(cluster.audit_log) if cluster.audit_log else 0
     yield operator_process
+    if request.node.stash.get(_CALL_FAILED, False):
+        print("\n--- operator log during the failed test ---\n"
+              + "\n".join(operator_process.log_text()[log_offset:].splitlines()[-80:]))
+    proc = operator_process.proc
+    if proc is None or proc.poll() is not None:
+        pytest.fail(f"the operator process died (exit {proc.returncode if proc else None}):\n"
+                    + operator_process.log_tail())
     problems: list[str] = []
     if cluster.audit_log:
         for event in audit_events(cluster.audit_log, audit_offset):

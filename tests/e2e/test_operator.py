@@ -136,4 +136,4 @@ def test_operator_killed_during_reconcile_converges_without_duplicates_or_orphan
                                       selector=f"serving.modelserve.io/modeldeployment={name}")
                 if rs["spec"].get("replicas")]
         assert len(live) == 1, [rs["metadata"]["name"] for rs in live]
-        wait_for(f"one pod of {name}", lambda name=name: len(pods_of(kube, name, ns)) == 1)
+        wait_for(f"one pod of {name}", lambda name=name: len(pods_of(kube, name, ns)) == 1)  # type: ignore[misc]

@@ -132,8 +132,8 @@ def decode_json_data(data: object, datatype: str, shape: tuple[int, ...], tensor
         if datatype == "BOOL":
             # np.array(["false"], dtype=bool) would be True: only booleans and 0/1 integers count.
             array = np.array(data)
-            if array.dtype.kind not in "biu" or (array.dtype.kind != "b" and array.size and
-                                                 not bool(np.isin(array, (0, 1)).all())):
+            kind = array.dtype.kind
+            if array.size and kind != "b" and (kind not in "iu" or not bool(np.isin(array, (0, 1)).all())):
                 raise InvalidInput(f"input {tensor!r}: BOOL data must hold true/false")
             array = array.astype(np.bool_)
         else:

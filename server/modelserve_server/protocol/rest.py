@@ -16,8 +16,6 @@ Why it looks the way it does:
 from __future__ import annotations
 
 import logging
-import zlib
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
@@ -28,13 +26,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from modelserve_server import __version__
-from modelserve_server.errors import InvalidInput, ModelserveError, PayloadTooLarge
+from modelserve_server.errors import ModelserveError, PayloadTooLarge
 from modelserve_server.protocol import schemas
-from modelserve_server.protocol.codec import (
-    HEADER_LENGTH,
-    decode_infer_request,
-    encode_infer_response,
-    parse_header_length,
+from modelserve_server.protocol.codec import HEADER_LENGTH
+from modelserve_server.protocol.http_infer import (
+    ASGIApp,
+    InferFastPath,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    run_infer,
 )
 from modelserve_server.service import InferenceService
 
@@ -42,11 +44,6 @@ log = logging.getLogger(__name__)
 
 PROTOCOL = "http"
 JSON = "application/json"
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": schemas.ErrorResponse, "description": "malformed request"},
@@ -107,21 +104,6 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
-
-
-def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """Undo ``Content-Encoding: gzip|deflate`` (tritonclient's request compression), within ``limit``."""
-    wbits = {"gzip": 31, "deflate": 15}.get(encoding)
-    if wbits is None:
-        raise InvalidInput(f"unsupported Content-Encoding {encoding!r} (use gzip or deflate)")
-    decoder = zlib.decompressobj(wbits)
-    try:
-        out = decoder.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise InvalidInput(f"cannot decompress the {encoding} request body: {exc}") from None
-    if len(out) > limit or decoder.unconsumed_tail:
-        raise PayloadTooLarge(f"decompressed request body exceeds --max-request-bytes {limit}")
-    return out
 
 
 def create_app(service: InferenceService, *, max_request_bytes: int = 64 << 20) -> FastAPI:
@@ -223,7 +205,18 @@ def create_app(service: InferenceService, *, max_request_bytes: int = 64 << 20) 
             return _json(service.model_stats(model_name, model_version))
 
         async def infer(request: Request, model_name: str, model_version: str | None = None) -> Response:
-            return await _infer(service, request, model_name, model_version, max_request_bytes)
+            # Normally answered by InferFastPath before FastAPI routing; same code either way.
+            body = await request.body()
+            out, json_length = await run_infer(
+                service, model_name, model_version, body, request.headers.get(HEADER_LENGTH),
+                request.headers.get("content-encoding"), max_request_bytes,
+            )
+            if json_length is None:
+                return Response(out, media_type=JSON)
+            return Response(
+                out, media_type="application/octet-stream",
+                headers={"Inference-Header-Content-Length": str(json_length)},
+            )
 
         errors: dict[int | str, dict[str, Any]] = {404: _ERRORS[404], 503: _ERRORS[503]}
         app.get(prefix, response_model=schemas.ModelMetadata, responses=errors, tags=[tag])(metadata)
@@ -307,26 +300,7 @@ def _register_schemas(app: FastAPI, service: InferenceService) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-async def _infer(
-    service: InferenceService, request: Request, model: str, version: str | None, limit: int
-) -> Response:
-    """The inference hot path: resolve, read, decode, infer, encode."""
-    try:
-        service.check_model(model, version)
-        body = await request.body()
-        encoding = request.headers.get("content-encoding")
-        if encoding and encoding.lower() != "identity":
-            body = _decompress(body, encoding.lower(), limit)
-        header_length = parse_header_length(request.headers.get(HEADER_LENGTH), len(body))
-        req = decode_infer_request(body, header_length, model, version)
-    except ModelserveError as exc:
-        service.record_error(model, version, PROTOCOL, exc)
-        raise
-    resp = await service.infer(req, PROTOCOL)
-    out, json_length = encode_infer_response(resp, req)
-    if json_length is None:
-        return Response(out, media_type=JSON)
-    return Response(
-        out, media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(json_length)},
-    )
+def create_asgi(service: InferenceService, *, max_request_bytes: int = 64 << 20) -> ASGIApp:
+    """What uvicorn serves: the inference fast path in front of the FastAPI app."""
+    app = create_app(service, max_request_bytes=max_request_bytes)
+    return InferFastPath(app, service, max_request_bytes)

@@ -1,0 +1,160 @@
+"""Property tests of the REST codec: binary and JSON tensors round-trip for every datatype, and
+malformed input is an InvalidInput (never another exception)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import struct
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from modelserve_server.datatypes import V2_TO_NUMPY, v2_datatype
+from modelserve_server.errors import InvalidInput
+from modelserve_server.protocol.binary import decode_tensor, encode_tensor
+from modelserve_server.protocol.codec import decode_infer_request, encode_infer_response
+from modelserve_server.types import InferOutput, InferRequest, InferResponse, RequestedOutput
+
+FIXED = [dt for dt in V2_TO_NUMPY if dt != "BYTES"]
+shapes = hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=4)
+
+
+@st.composite
+def tensors(draw: st.DrawFn) -> tuple[str, np.ndarray]:
+    datatype = draw(st.sampled_from([*FIXED, "BYTES"]))
+    shape = draw(shapes)
+    if datatype == "BYTES":
+        count = int(np.prod(shape))
+        items = draw(st.lists(st.binary(max_size=8), min_size=count, max_size=count))
+        array = np.empty(count, dtype=object)
+        array[:] = items
+        return datatype, array.reshape(shape)
+    dtype = V2_TO_NUMPY[datatype]
+    elements = (
+        st.floats(width=16 * (dtype.itemsize // 2), allow_nan=False, allow_infinity=False)
+        if dtype.kind == "f"
+        else None
+    )
+    return datatype, draw(hnp.arrays(dtype, shape, elements=elements))
+
+
+@given(tensors())
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+def test_binary_round_trip(tensor: tuple[str, np.ndarray]) -> None:
+    datatype, array = tensor
+    raw = bytes(encode_tensor(array, datatype))
+    back = decode_tensor(memoryview(raw), datatype, array.shape, "t")
+    assert back.shape == array.shape
+    if datatype == "BYTES":
+        assert back.tolist() == array.tolist()
+    else:
+        assert back.dtype == array.dtype
+        np.testing.assert_array_equal(back, array)
+
+
+@given(tensors(), st.booleans(), st.booleans())
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+def test_request_and_response_round_trip(
+    tensor: tuple[str, np.ndarray], as_binary: bool, nested: bool
+) -> None:
+    datatype, array = tensor
+    if datatype == "BYTES":
+        array = np.vectorize(lambda b: b.hex().encode(), otypes=[object])(array) if array.size else array
+    entry: dict[str, Any] = {"name": "t", "datatype": datatype, "shape": list(array.shape)}
+    payload = b""
+    if as_binary:
+        payload = bytes(encode_tensor(array, datatype))
+        entry["parameters"] = {"binary_data_size": len(payload)}
+    else:
+        values = [v.decode() for v in array.ravel()] if datatype == "BYTES" else array.ravel().tolist()
+        if nested and datatype != "BYTES" and array.ndim > 1 and array.size:
+            values = array.tolist()
+        entry["data"] = values
+    header = json.dumps({"id": "r", "inputs": [entry], "outputs": [{"name": "t"}]}).encode()
+    req = decode_infer_request(header + payload, len(header) if as_binary else None, "m", None)
+    got = req.inputs[0].data
+    assert req.inputs[0].shape == array.shape and got.shape == array.shape
+    if datatype == "BYTES":
+        assert got.tolist() == array.tolist()
+    else:
+        np.testing.assert_array_equal(got, array)
+        assert v2_datatype(got) == datatype
+
+    for binary_out in (False, True):
+        req.outputs = [RequestedOutput("t", binary_out)]
+        resp = InferResponse("m", "1", "r", [InferOutput("t", datatype, array.shape, got)])
+        body, json_length = encode_infer_response(resp, req)
+        doc = orjson.loads(body if json_length is None else body[:json_length])
+        assert "parameters" not in doc and doc["id"] == "r"
+        out = doc["outputs"][0]
+        if binary_out:
+            assert json_length is not None and "data" not in out
+            back = decode_tensor(memoryview(body)[json_length:], datatype, array.shape, "t")
+        else:
+            assert json_length is None and "parameters" not in out
+            back = np.array(out["data"], dtype=object if datatype == "BYTES" else V2_TO_NUMPY[datatype])
+            if datatype == "BYTES":
+                back = np.array([s.encode() for s in out["data"]], dtype=object)
+            back = back.reshape(array.shape)
+        if datatype == "BYTES":
+            assert back.tolist() == array.tolist()
+        else:
+            np.testing.assert_array_equal(back, array)
+
+
+@given(st.binary(max_size=300), st.one_of(st.none(), st.integers(min_value=0, max_value=400)))
+@settings(max_examples=300)
+def test_garbage_is_invalid_input(body: bytes, header_length: int | None) -> None:
+    if header_length is not None:
+        header_length = min(header_length, len(body))
+    with contextlib.suppress(InvalidInput):
+        decode_infer_request(body, header_length, "m", None)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(
+    st.sampled_from([*FIXED, "BYTES", "NOPE", 3]),
+    st.one_of(st.lists(st.integers(min_value=-3, max_value=2**65), max_size=4), json_values),
+    json_values,
+    st.one_of(st.none(), json_values),
+)
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+def test_structurally_odd_json_is_invalid_input(datatype: Any, shape: Any, data: Any, params: Any) -> None:
+    entry: dict[str, Any] = {"name": "t", "datatype": datatype, "shape": shape, "data": data}
+    if params is not None:
+        entry["parameters"] = params
+    body = json.dumps({"inputs": [entry]}).encode()
+    try:
+        req = decode_infer_request(body, None, "m", None)
+    except InvalidInput:
+        return
+    tensor = req.inputs[0]
+    assert tensor.data.shape == tensor.shape
+
+
+def test_bytes_binary_layout() -> None:
+    array = np.array([b"ab", b"", b"xyz"], dtype=object)
+    raw = bytes(encode_tensor(array, "BYTES"))
+    assert raw == struct.pack("<I", 2) + b"ab" + struct.pack("<I", 0) + struct.pack("<I", 3) + b"xyz"
+
+
+def test_output_with_non_utf8_bytes_needs_binary() -> None:
+    req = InferRequest("m", None, None, [], [RequestedOutput("s", False)])
+    resp = InferResponse("m", "1", None, [InferOutput("s", "BYTES", (1,), np.array([b"\xff"], dtype=object))])
+    with pytest.raises(InvalidInput, match="binary_data"):
+        encode_infer_response(resp, req)
+    req.outputs = [RequestedOutput("s", True)]
+    body, length = encode_infer_response(resp, req)
+    assert length is not None and body[length:] == struct.pack("<I", 1) + b"\xff"
