@@ -14,7 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("modelserve_server.cli", "serve_main", "run the inference server (Open Inference Protocol V2)"),
     "fetch": ("modelserve_server.cli", "fetch_main", "fetch a model URI into a directory (init container)"),
     "operator": ("modelserve_operator.cli", "operator_main", "run the Kubernetes operator (kopf)"),
-    "crd": ("modelserve_operator.cli", "crd_main", "print the ModelDeployment CRD generated from the typed model"),
+    "crd": ("modelserve_operator.cli", "crd_main", "print the generated ModelDeployment CRD"),
 }
 
 
