@@ -210,6 +210,16 @@ def _short(frame: str) -> str:
 _ENTRY = ("modelserve_server/cli.py", "modelserve_cli/")  # frames that are on every stack of the server
 
 
+_PACKAGES = {
+    "asyncio": "event loop itself (uvloop/asyncio C code: socket I/O, callbacks, wake-ups)",
+    "concurrent": "thread-pool hand-off (concurrent.futures, outside Session.run)",
+    "uvicorn": "uvicorn HTTP protocol (httptools parsing, sending)",
+    "starlette": "starlette (routing, request/response objects)",
+    "fastapi": "fastapi (routing, dependency resolution)",
+    "threading": "threads waking up / handing over (threading)",
+}
+
+
 def _nearest(frames: list[str]) -> str:
     """The innermost modelserve frame below the entry point, else the leaf frame's package."""
     for frame in reversed(frames):
@@ -217,8 +227,8 @@ def _nearest(frames: list[str]) -> str:
             return _short(frame)
     if not frames:
         return "(none)"
-    leaf = _short(frames[-1]).split(":", 1)[0]
-    return leaf.split("/", 1)[0] + " (outside modelserve code)"
+    package = _short(frames[-1]).split(":", 1)[0].split("/", 1)[0]
+    return _PACKAGES.get(package, f"{package} (outside modelserve code)")
 
 
 def summarize_profile(raw: Path, top: int = 12) -> str:

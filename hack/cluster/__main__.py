@@ -1,4 +1,4 @@
-"""`python -m hack.cluster up|down|env|status`: the local test cluster from the command line.
+"""`python -m hack.cluster up|down|env|status|prune`: the local test cluster from the command line.
 
 `make cluster-up` / `make cluster-down` call this; the e2e test fixture does too, so the tests and a
 developer's terminal manage the same cluster the same way.
@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hack.cluster.local import DEFAULT_NAME, ClusterError, Layout, down, env_lines, healthy, up
+from hack.cluster.local import DEFAULT_NAME, ClusterError, Layout, down, env_lines, healthy, prune, up
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hack.cluster", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "env", "status"])
+    parser.add_argument("command", choices=["up", "down", "env", "status", "prune"],
+                        help="prune: delete clusters of test sessions (<name>-p<pid>) whose process is gone")
     parser.add_argument("--name", default=DEFAULT_NAME, help="cluster name (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for health")
     args = parser.parse_args(argv)
@@ -27,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             down(layout)
             print(f"cluster {layout.name}: down")
+        elif args.command == "prune":
+            for name in prune(layout):
+                print(f"cluster {name}: pruned (its test session is gone)")
         elif args.command == "env":
             print("\n".join(env_lines(layout)))
         else:

@@ -32,6 +32,8 @@ from hack.cluster import nodes
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_NAME = "modelserve-e2e"
 KWOK_VERSION = "v0.8.0"
+SESSION_SUFFIX = re.compile(r"-p(\d+)$")
+"""Clusters named `<name>-p<pid>` belong to one test session (process) and are pruned once it is gone."""
 
 # The audit log serves the tests and the benchmark: every request made by a ServiceAccount (the
 # operator runs as one, so a 403 from a missing RBAC rule is visible) and every write by anyone.
@@ -201,10 +203,14 @@ def _wait(what: str, probe: Callable[[], bool], timeout: float, interval: float 
 
 
 def _pids(layout: Layout) -> list[int]:
+    """PIDs kwokctl recorded that still run one of this cluster's binaries (never a reused PID)."""
     pids = []
     for pidfile in sorted((layout.cluster_dir / "pids").glob("*.pid")):
         with contextlib.suppress(ValueError, OSError):
-            pids.append(int(pidfile.read_text().strip()))
+            pid = int(pidfile.read_text().strip())
+            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
+            if argv0.startswith(str(layout.cluster_dir) + os.sep):
+                pids.append(pid)
     return pids
 
 
@@ -269,6 +275,15 @@ def _ensure_nodes(layout: Layout, timeout: float) -> None:
     names = [n["metadata"]["name"] for n in nodes.all_nodes()]
     kubectl(layout, "wait", "--for=condition=Ready", f"--timeout={int(timeout)}s",
             *[f"node/{n}" for n in names], timeout=timeout + 30)
+    # Ready is not schedulable yet: the node lifecycle controller removes its `node.kubernetes.io/
+    # not-ready` taint on its next pass (kwokctl runs it every 25 s); until then pods stay Pending.
+    def untainted() -> bool:
+        listed = json.loads(kubectl(layout, "get", "nodes", "-o", "json", check=False).stdout or "{}")
+        return len(listed.get("items", [])) >= len(names) and not any(
+            taint["key"].startswith("node.kubernetes.io/")
+            for node in listed["items"] for taint in node["spec"].get("taints") or [])
+
+    _wait("the nodes' not-ready taints to be lifted", untainted, timeout)
     # Pods are only admitted once the ServiceAccount controller has created the default account.
     _wait("the default ServiceAccount",
           lambda: kubectl(layout, "get", "serviceaccount", "default", "-n", "default",
@@ -298,9 +313,30 @@ def _down_locked(layout: Layout) -> None:
 
 
 def down(layout: Layout) -> None:
-    """Delete the cluster and make sure none of its processes survive."""
+    """Delete the cluster and make sure none of its processes survive; remove its files."""
     with _locked(layout):
         _down_locked(layout)
+        for suffix in ("-audit-policy.yaml", "-kwokctl.json", "-contexts.yaml"):
+            (layout.kwok_workdir / f"{layout.name}{suffix}").unlink(missing_ok=True)
+    if SESSION_SUFFIX.search(layout.name):  # a one-off name: nobody else waits on its lock
+        (layout.kwok_workdir / f"{layout.name}.lock").unlink(missing_ok=True)
+
+
+def session_name(pid: int, base: str = DEFAULT_NAME) -> str:
+    """The name of a cluster private to the process `pid` (a test session): `<base>-p<pid>`."""
+    return f"{base}-p{pid}"
+
+
+def prune(cache_layout: Layout) -> list[str]:
+    """Delete session clusters (`<name>-p<pid>`) whose process is gone (a killed test run)."""
+    removed = []
+    for cluster_dir in sorted((cache_layout.kwok_workdir / "clusters").glob("*-p*")):
+        match = SESSION_SUFFIX.search(cluster_dir.name)
+        if match and not _alive(int(match.group(1))):
+            layout = Layout(name=cluster_dir.name, cache=cache_layout.cache)
+            down(layout)
+            removed.append(layout.name)
+    return removed
 
 
 def env_lines(layout: Layout) -> list[str]:

@@ -152,6 +152,24 @@ def first_difference(want: Any, have: Any, path: str = "") -> str | None:
     return None if _scalars_equal(want, have) else (path or ".")
 
 
+def applied_by(live: Mapping[str, Any] | None, manager: str, path: Sequence[str]) -> bool:
+    """Whether ``manager``'s server-side apply owns the field at ``path`` (``("spec", "replicas")``)
+    of ``live``, according to its ``metadata.managedFields``.
+
+    It matters when the operator stops applying a field: the API server then *removes* a field
+    that only the operator owned, and a removed ``spec.replicas`` becomes the default, 1.
+    """
+    for entry in ((live or {}).get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") != manager or entry.get("operation") != "Apply":
+            continue
+        node: Any = entry.get("fieldsV1") or {}
+        for key in path:
+            node = node.get(f"f:{key}") if isinstance(node, Mapping) else None
+        if node is not None:
+            return True
+    return False
+
+
 def apply_reason(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> str | None:
     """Why ``desired`` (already carrying its hash) must be applied over ``live``; None: no write.
 

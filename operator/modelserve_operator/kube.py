@@ -37,6 +37,9 @@ import urllib3
 from modelserve_operator import metrics, rbac
 
 FIELD_MANAGER = "modelserve"
+# Keeps a Deployment's replicas when the operator stops applying them (an HPA takes over): see
+# ``Reconciler._hand_over_replicas``.
+HANDOVER_FIELD_MANAGER = "modelserve-handover-to-hpa"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 MERGE_CONTENT_TYPE = "application/merge-patch+json"
 WRITE_VERBS = frozenset({"create", "patch", "update", "delete"})
@@ -248,13 +251,13 @@ class Kube:
             if all(((item.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in labels.items())
         ]
 
-    async def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+    async def apply(self, obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
         """Server-side apply ``obj`` (creates it when absent); returns the object as stored."""
         meta = obj.get("metadata") or {}
         res = resource_for(str(obj.get("apiVersion")), str(obj.get("kind")))
         result: dict[str, Any] = await self.request(
             "patch", res, namespace=meta.get("namespace"), name=meta["name"],
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            query=[("fieldManager", field_manager), ("force", "true")],
             body=dict(obj), content_type=APPLY_CONTENT_TYPE,
         )
         return result

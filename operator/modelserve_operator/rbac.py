@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from modelserve_operator.api import GROUP, PLURAL
 
 READ = ("get", "list", "watch")
-# Server-side apply is a PATCH (it creates missing objects too); create is for plain POSTs.
-MANAGE = (*READ, "create", "patch", "delete")
+# Server-side apply is a PATCH; when it creates the object the API server also checks "create".
+APPLY = (*READ, "create", "patch")
+# Children the spec can stop wanting (HPA, PDB, Ingress) are also deleted by the reconciler.
+MANAGE = (*APPLY, "delete")
 
 
 @dataclass(frozen=True)
@@ -32,46 +34,44 @@ class Permission:
     why: str
 
 
+# Exactly what the code uses (tests/operator/test_reconcile_calls.py compares the two both ways):
+# kopf runs with scanning disabled, no peering and no event posting, so it needs no access to
+# namespaces, CRDs, peering objects or events; the reconciler discovers PodMonitor through the
+# discovery endpoints, which every authenticated user may read.
 PERMISSIONS: tuple[Permission, ...] = (
     # The custom resource itself.
     Permission(
         GROUP,
         PLURAL,
         ("get", "list", "watch", "patch"),
-        "watch ModelDeployments; kopf patches its progress/diff-base annotations and finalizers",
+        "kopf watches ModelDeployments and patches its progress/diff-base annotations; the "
+        "reconciler reads one afresh (get) and lists them for the resync",
     ),
-    Permission(GROUP, f"{PLURAL}/status", ("get", "patch"), "write status (conditions, replicas, url)"),
+    Permission(GROUP, f"{PLURAL}/status", ("patch",), "write status (conditions, replicas, url)"),
     Permission(
         GROUP,
         f"{PLURAL}/finalizers",
         ("update",),
         "set owner references with blockOwnerDeletion on children (OwnerReferencesPermissionEnforcement)",
     ),
-    # Children (render_children), applied with server-side apply and deleted when unwanted.
-    Permission("apps", "deployments", MANAGE, "the server pods' Deployment"),
-    Permission("", "services", MANAGE, "the Service in front of the pods"),
+    # Children (render_children), applied with server-side apply; watched for drift.
+    Permission("apps", "deployments", APPLY, "the server pods' Deployment (removed by garbage collection)"),
+    Permission("", "services", APPLY, "the Service in front of the pods (removed by garbage collection)"),
     Permission("autoscaling", "horizontalpodautoscalers", MANAGE, "the HPA when minReplicas < maxReplicas"),
     Permission("policy", "poddisruptionbudgets", MANAGE, "the PDB when replicas can exceed 1"),
     Permission("networking.k8s.io", "ingresses", MANAGE, "the optional Ingress"),
     Permission(
-        "monitoring.coreos.com", "podmonitors", MANAGE, "the PodMonitor when Prometheus Operator exists"
+        "monitoring.coreos.com",
+        "podmonitors",
+        ("get", "create", "patch", "delete"),
+        "the PodMonitor when Prometheus Operator exists (not watched: the resync restores it)",
     ),
     # Reading the cluster to explain status.
     Permission("", "pods", ("list", "watch"), "Degraded reasons: unschedulable, fetch failing, image pulls"),
-    Permission("apps", "replicasets", ("list", "watch"), "tell the current rollout's pods from old ones"),
     Permission(
         "", "persistentvolumeclaims", ("get",), "a pvc:// model's claim must exist (else Degraded)"
     ),
-    Permission("", "events", ("create", "patch"), "Kubernetes Events on the ModelDeployment (core API)"),
-    Permission("events.k8s.io", "events", ("create", "patch"), "Kubernetes Events (events.k8s.io API)"),
-    # kopf's own needs.
-    Permission("", "namespaces", ("list", "watch"), "kopf: discover namespaces when watching cluster-wide"),
-    Permission(
-        "apiextensions.k8s.io",
-        "customresourcedefinitions",
-        ("list", "watch"),
-        "kopf: scan resources and notice the CRD appear; detect the PodMonitor API",
-    ),
+    Permission("", "events", ("create",), "Kubernetes Events on the ModelDeployment's condition changes"),
 )
 
 VERBS = frozenset({"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"})

@@ -36,7 +36,7 @@ from typing import Any, NoReturn
 from modelserve_operator import drift, metrics
 from modelserve_operator.api import API_VERSION, GROUP, KIND
 from modelserve_operator.config import OperatorConfig
-from modelserve_operator.kube import Kube, KubeError
+from modelserve_operator.kube import FIELD_MANAGER, HANDOVER_FIELD_MANAGER, Kube, KubeError
 from modelserve_operator.render import render_children, selector_for, url_for
 from modelserve_operator.render.common import model_name_for
 from modelserve_operator.render.labels import selector_labels
@@ -259,6 +259,8 @@ class Reconciler:
             live = await self._read(str(obj["apiVersion"]), kind, md, name)
             reason = drift.apply_reason(want, live)
             if reason is not None:
+                if kind == "Deployment" and "replicas" not in want["spec"]:
+                    await self._hand_over_replicas(md, live, outcome)
                 live = await self._apply(md, want, reason, outcome)
             if obj["kind"] == "Deployment":
                 deployment = live
@@ -290,13 +292,41 @@ class Reconciler:
         except KubeError as exc:
             raise RetryLater(f"listing pods: {exc}", _retry_delay(exc)) from exc
 
+    async def _hand_over_replicas(
+        self, md: Mapping[str, Any], live: Mapping[str, Any] | None, outcome: Outcome
+    ) -> None:
+        """Keep the replica count when an HPA takes over from fixed replicas.
+
+        The Deployment about to be applied leaves ``replicas`` out (the HPA owns it). If the
+        operator's own apply still owns the field, the API server would *remove* it, and a
+        removed ``replicas`` defaults to 1: a fixed-size model of 3 pods would drop to one pod
+        until the HPA's next sync. So the current value is first applied by a second field
+        manager (the handover Kubernetes documents for exactly this), which keeps owning it
+        after the operator lets go; the HPA then adjusts it like any other value.
+        """
+        if live is None or not drift.applied_by(live, FIELD_MANAGER, ("spec", "replicas")):
+            return
+        replicas = (live.get("spec") or {}).get("replicas")
+        if replicas is None:
+            return
+        meta = _meta(live)
+        handover = {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
+            "spec": {"replicas": replicas},
+        }
+        await self._apply(
+            md, handover, "handover of spec.replicas", outcome, field_manager=HANDOVER_FIELD_MANAGER
+        )
+
     async def _apply(
-        self, md: Mapping[str, Any], obj: dict[str, Any], reason: str, outcome: Outcome
+        self, md: Mapping[str, Any], obj: dict[str, Any], reason: str, outcome: Outcome,
+        *, field_manager: str = FIELD_MANAGER,
     ) -> dict[str, Any]:
         kind, name = obj["kind"], obj["metadata"]["name"]
         logger.info("applying %s %s/%s (%s)", kind, _meta(md).get("namespace"), name, reason)
         try:
-            result = await self.kube.apply(obj)
+            result = await self.kube.apply(obj, field_manager=field_manager)
         except KubeError as exc:
             if exc.status in (400, 422):  # the API server rejects what the spec asks for
                 await self._fail(md, outcome, Problem("ApplyRejected", f"{kind} {name}: {exc.message}"))

@@ -5,7 +5,7 @@ README's table), so they are declared once, here, with their help text. Conventi
 ``modelserve_``, base units (seconds, bytes, ratios), counters end in ``_total``, and every label has
 a bounded set of values: ``model``/``version`` only ever take configured values (requests for
 unknown models are counted without a model label), ``code`` is an HTTP status number for both
-protocols, ``protocol`` is ``http`` or ``grpc``.
+protocols (499: the client cancelled), ``protocol`` is ``http`` or ``grpc``.
 
 GPU series come from NVML (``nvidia-ml-py``) and exist only when an NVIDIA GPU is visible; on a
 CPU-only machine they are absent rather than zero.

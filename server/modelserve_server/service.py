@@ -304,6 +304,9 @@ class InferenceService:
             code = str(exc.http_status)
             loaded.stats.record_failure(time.perf_counter() - started)
             raise
+        except asyncio.CancelledError:  # the client went away (gRPC cancel, drain timeout)
+            code = "499"
+            raise
         except Exception as exc:  # a bug: report it as a 500 with a message, and log the trace
             log.exception("internal error in model %s version %s", name, version)
             code = "500"

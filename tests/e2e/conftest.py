@@ -1,9 +1,9 @@
 """Fixtures of the end-to-end tests: a real cluster, the chart installed with helm, the operator running.
 
-The cluster is the local one from `hack/cluster` (real etcd, kube-apiserver, kube-controller-manager
-and kube-scheduler, nodes simulated by kwok), brought up for the session and torn down after it, or,
-when `MODELSERVE_E2E_KUBECONFIG` names a kubeconfig, that cluster (kind, for example; see
-`hack/kind-e2e.sh`), which is then neither created nor deleted.
+The cluster is a local one from `hack/cluster` (real etcd, kube-apiserver, kube-controller-manager
+and kube-scheduler, nodes simulated by kwok), private to the session: brought up for it and torn down
+after it. When `MODELSERVE_E2E_KUBECONFIG` names a kubeconfig, that cluster is used instead (kind, for
+example; see `hack/kind-e2e.sh`), and is neither created nor deleted.
 
 The chart is installed with the operator Deployment at 0 replicas, and the operator runs as a local
 process authenticated with a TokenRequest token of the chart's ServiceAccount: everything it does
@@ -17,7 +17,6 @@ import re
 import subprocess
 import sys
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,8 +27,10 @@ from e2e_support import (
     RELEASE,
     RELEASE_NAMESPACE,
     ROOT,
+    Cluster,
     Kubectl,
     OperatorProcess,
+    Release,
     audit_events,
     audit_size,
     run,
@@ -39,24 +40,6 @@ from e2e_support import (
 )
 
 
-@dataclass(frozen=True)
-class Cluster:
-    kubeconfig: Path
-    audit_log: Path | None
-    """The API server's audit log when the cluster is the local one (None for other clusters)."""
-    local: bool
-
-
-@dataclass(frozen=True)
-class Release:
-    namespace: str
-    serviceaccount: str
-
-    @property
-    def user(self) -> str:
-        return f"system:serviceaccount:{self.namespace}:{self.serviceaccount}"
-
-
 def _cluster_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return run([sys.executable, "-m", "hack.cluster", *args], check=False, timeout=timeout,
                env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -64,6 +47,14 @@ def _cluster_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProces
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
+    """The cluster of this test session.
+
+    By default a private local cluster, `modelserve-e2e-p<pid>`, so that test sessions running at the
+    same time (two engineers, or `make test` beside `make e2e`) never install, uninstall or tear down
+    under each other; clusters of sessions that died are pruned first. `MODELSERVE_E2E_CLUSTER=NAME`
+    uses the named local cluster instead (e.g. the one `make cluster-up` started), and leaves it up
+    if it was up.
+    """
     external = os.environ.get("MODELSERVE_E2E_KUBECONFIG")
     if external:
         yield Cluster(kubeconfig=Path(external), audit_log=None, local=False)
@@ -72,18 +63,20 @@ def cluster() -> Iterator[Cluster]:
     build = run(["bash", str(ROOT / "hack" / "cluster" / "build.sh")], check=False, timeout=3000)
     if build.returncode != 0:
         pytest.fail(f"building the local cluster failed:\n{build.stdout}\n{build.stderr}")
-    was_up = _cluster_cli("status").returncode == 0
-    up = _cluster_cli("up")
+    _cluster_cli("prune")
+    name = ["--name", os.environ.get("MODELSERVE_E2E_CLUSTER") or f"modelserve-e2e-p{os.getpid()}"]
+    was_up = _cluster_cli("status", *name).returncode == 0
+    up = _cluster_cli("up", *name)
     if up.returncode != 0:
         pytest.fail(f"`python -m hack.cluster up` failed:\n{up.stdout}\n{up.stderr}")
     env = dict(line.removeprefix("export ").split("=", 1)
-               for line in _cluster_cli("env").stdout.splitlines() if line.startswith("export "))
+               for line in _cluster_cli("env", *name).stdout.splitlines() if line.startswith("export "))
     audit = Path(env["KUBECONFIG"]).parent / "logs" / "audit.log"
     try:
         yield Cluster(kubeconfig=Path(env["KUBECONFIG"]), audit_log=audit, local=True)
     finally:
         if not was_up and not os.environ.get("MODELSERVE_E2E_KEEP_CLUSTER"):
-            down = _cluster_cli("down")
+            down = _cluster_cli("down", *name)
             assert down.returncode == 0, down.stderr
 
 

@@ -145,6 +145,24 @@ HELM_ARGS = shlex.split(os.environ.get("MODELSERVE_E2E_HELM_ARGS", ""))
 """Extra flags of `helm upgrade --install` (kind: the image values)."""
 
 
+@dataclass(frozen=True)
+class Cluster:
+    kubeconfig: Path
+    audit_log: Path | None
+    """The API server's audit log when the cluster is the local one (None for other clusters)."""
+    local: bool
+
+
+@dataclass(frozen=True)
+class Release:
+    namespace: str
+    serviceaccount: str
+
+    @property
+    def user(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.serviceaccount}"
+
+
 def modeldeployment(name: str, **spec: Any) -> dict[str, Any]:
     """A ModelDeployment manifest; spec defaults to a small CPU model."""
     spec.setdefault("model", {"uri": MODEL_URI})
@@ -177,6 +195,34 @@ def unique(prefix: str) -> str:
 
 def load_yaml_docs(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+MD = "modeldeployments.serving.modelserve.io"
+SELECTOR_LABEL = "serving.modelserve.io/modeldeployment"
+
+
+def wait_ready(kube: Kubectl, name: str, ns: str) -> dict[str, Any]:
+    """Wait until the ModelDeployment reports Ready=True for its current generation."""
+
+    def probe() -> dict[str, Any] | None:
+        md = kube.get(MD, name, ns)
+        ready = condition(md, "Ready")
+        if md and ready and ready["status"] == "True" and \
+                md["status"].get("observedGeneration") == md["metadata"]["generation"]:
+            return dict(md)
+        return None
+
+    return wait_for(f"ModelDeployment {ns}/{name} Ready", probe)
+
+
+def pods_of(kube: Kubectl, name: str, ns: str) -> list[dict[str, Any]]:
+    pods: list[dict[str, Any]] = kube.get("pods", namespace=ns, selector=f"{SELECTOR_LABEL}={name}")
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def running(pod: dict[str, Any]) -> bool:
+    return bool(pod["status"].get("phase") == "Running" and condition(pod, "Ready")
+                and condition(pod, "Ready")["status"] == "True")  # type: ignore[index]
 
 
 # --- the operator as a local process, authenticated as the chart's ServiceAccount ----------------------

@@ -10,9 +10,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Release
-from e2e_support import CHART, CRD_NAME, RELEASE, SAMPLES, Kubectl, OperatorProcess, load_yaml_docs, run, tool
-from test_modeldeployment import wait_ready
+from e2e_support import (
+    CHART,
+    CRD_NAME,
+    RELEASE,
+    SAMPLES,
+    Kubectl,
+    OperatorProcess,
+    Release,
+    load_yaml_docs,
+    run,
+    tool,
+    wait_ready,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 

@@ -13,44 +13,20 @@ from typing import Any
 
 import pytest
 from e2e_support import (
+    MD,
     MODEL_URI,
     Kubectl,
     OperatorProcess,
     condition,
     modeldeployment,
     owned_by,
+    pods_of,
+    running,
     wait_for,
+    wait_ready,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
-
-MD = "modeldeployments.serving.modelserve.io"
-SELECTOR_LABEL = "serving.modelserve.io/modeldeployment"
-
-
-def wait_ready(kube: Kubectl, name: str, ns: str) -> dict[str, Any]:
-    """Wait until the ModelDeployment reports Ready=True for its current generation."""
-
-    def probe() -> dict[str, Any] | None:
-        md = kube.get(MD, name, ns)
-        ready = condition(md, "Ready")
-        if md and ready and ready["status"] == "True" and \
-                md["status"].get("observedGeneration") == md["metadata"]["generation"]:
-            return dict(md)
-        return None
-
-    return wait_for(f"ModelDeployment {ns}/{name} Ready", probe)
-
-
-def pods_of(kube: Kubectl, name: str, ns: str) -> list[dict[str, Any]]:
-    pods: list[dict[str, Any]] = kube.get("pods", namespace=ns, selector=f"{SELECTOR_LABEL}={name}")
-    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-
-
-def running(pod: dict[str, Any]) -> bool:
-    return bool(pod["status"].get("phase") == "Running" and condition(pod, "Ready")
-                and condition(pod, "Ready")["status"] == "True")  # type: ignore[index]
-
 
 def server_container(deployment: dict[str, Any]) -> dict[str, Any]:
     containers: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"]

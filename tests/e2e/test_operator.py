@@ -14,18 +14,21 @@ import time
 from typing import Any
 
 import pytest
-from conftest import Cluster, Release
 from e2e_support import (
+    MD,
+    Cluster,
     Kubectl,
     OperatorProcess,
+    Release,
     audit_events,
     audit_size,
     condition,
     modeldeployment,
     owned_by,
+    pods_of,
     wait_for,
+    wait_ready,
 )
-from test_modeldeployment import MD, pods_of, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Release
-from e2e_support import Kubectl, modeldeployment
+from e2e_support import Kubectl, Release, modeldeployment
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 

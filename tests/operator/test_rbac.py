@@ -42,9 +42,18 @@ def test_validate_rejects_wildcards() -> None:
 
 @pytest.mark.parametrize(("api_version", "kind"), CHILD_KINDS)
 def test_every_child_kind_is_fully_manageable(api_version: str, kind: str) -> None:
-    """Server-side apply (patch), create, delete of unwanted children, and the watches for drift."""
-    for verb in ("get", "list", "watch", "create", "patch", "delete"):
+    """Server-side apply (patch, and create when it creates), read; watches for drift on all but
+    the PodMonitor (whose API may not exist; the resync restores it); delete for the optional
+    children only (the Deployment and Service go with their owner, by garbage collection)."""
+    verbs = ["get", "create", "patch"]
+    if kind != "PodMonitor":
+        verbs += ["list", "watch"]
+    if kind not in ("Deployment", "Service"):
+        verbs.append("delete")
+    for verb in verbs:
         assert rbac.allows(group_of(api_version), PLURALS[kind], verb), (kind, verb)
+    if kind in ("Deployment", "Service"):
+        assert not rbac.allows(group_of(api_version), PLURALS[kind], "delete"), kind
 
 
 def test_custom_resource_permissions() -> None:
@@ -74,7 +83,7 @@ def test_cluster_role_rules_are_merged_and_complete() -> None:
     assert seen == expected
     # Resources with the same verbs share one rule.
     manage = next(r for r in rules if r["apiGroups"] == ["apps"] and "deployments" in r["resources"])
-    assert manage["verbs"] == ["get", "list", "watch", "create", "patch", "delete"]
+    assert manage["verbs"] == ["get", "list", "watch", "create", "patch"]
     assert rules == rbac.cluster_role_rules(), "not deterministic"
 
 

@@ -19,6 +19,7 @@ from modelserve_server.datatypes import V2_TO_NUMPY, v2_datatype
 from modelserve_server.errors import InvalidInput
 from modelserve_server.protocol.binary import decode_tensor, encode_tensor
 from modelserve_server.protocol.codec import decode_infer_request, encode_infer_response
+from modelserve_server.protocol.jsonload import FAST_PATH_MIN_BYTES
 from modelserve_server.types import InferOutput, InferRequest, InferResponse, RequestedOutput
 
 FIXED = [dt for dt in V2_TO_NUMPY if dt != "BYTES"]
@@ -158,3 +159,60 @@ def test_output_with_non_utf8_bytes_needs_binary() -> None:
     req.outputs = [RequestedOutput("s", True)]
     body, length = encode_infer_response(resp, req)
     assert length is not None and body[length:] == struct.pack("<I", 1) + b"\xff"
+
+
+# -- the simdjson fast path must accept and refuse exactly what orjson does ----------------------------
+
+numbers = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+)
+json_data = st.one_of(
+    st.lists(numbers, max_size=6),
+    st.lists(st.lists(numbers, min_size=1, max_size=3), max_size=3),
+    st.lists(st.text(max_size=3), max_size=3),
+    numbers,
+    st.none(),
+)
+
+
+@given(
+    st.sampled_from([*FIXED, "BYTES", "NOPE"]),
+    st.lists(st.integers(min_value=0, max_value=4), max_size=3),
+    json_data,
+    st.booleans(),
+)
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+def test_fast_json_path_agrees_with_orjson(
+    datatype: str, shape: list[int], data: Any, duplicate: bool
+) -> None:
+    entry = json.dumps({"name": "t", "datatype": datatype, "shape": shape, "data": data})
+    if duplicate:
+        entry = entry[:-1] + ', "data": [1]}'
+    padding = "p" * FAST_PATH_MIN_BYTES  # a long id: large enough for the fast path
+    body = ('{"id": "' + padding + '", "inputs": [' + entry + "]}").encode()
+    outcomes = []
+    for fast in (True, False):
+        try:
+            req = decode_infer_request(body, None, "m", None, fast_json=fast)
+            tensor = req.inputs[0].data
+            outcomes.append(("ok", tensor.dtype.str, tensor.shape, tensor.tolist()))
+        except InvalidInput:
+            outcomes.append(("invalid",))
+    assert outcomes[0] == outcomes[1], body
+
+
+def test_fast_json_path_is_used_for_large_tensors() -> None:
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3, 32, 32],
+                                   "data": x.ravel().tolist()}]}).encode()  # fmt: skip
+    from modelserve_server.protocol import jsonload
+
+    assert jsonload.simdjson is not None and len(body) > jsonload.FAST_PATH_MIN_BYTES
+    doc = jsonload.load_request(body)
+    assert isinstance(doc["inputs"][0]["data"], np.ndarray)  # no Python floats were built
+    fast = decode_infer_request(body, None, "m", None).inputs[0].data
+    slow = decode_infer_request(body, None, "m", None, fast_json=False).inputs[0].data
+    np.testing.assert_array_equal(fast, slow)
+    np.testing.assert_array_equal(fast, x)

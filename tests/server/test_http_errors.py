@@ -81,6 +81,22 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str]] = [
         400,
         "deeper",
     ),
+    (
+        "fp16-overflow",
+        "multi",
+        js({"inputs": [{"name": "b", "datatype": "FP16", "shape": [1, 4], "data": [1e300] * 4}]}),
+        {},
+        400,
+        "FP16",
+    ),
+    (
+        "deep-unknown-field",
+        "mlp",
+        js({"inputs": [{**GOOD["inputs"][0], "extra": json.loads("[" * 30 + "]" * 30)}]}),
+        {},
+        400,
+        "deeper",
+    ),
     ("deep-json", "mlp", b"[" * 100_000 + b"]" * 100_000, {}, 400, "JSON"),
     ("parameters-not-object", "mlp", js({**GOOD, "parameters": [1]}), {}, 400, "parameters"),
     ("duplicate-input", "mlp", js({"inputs": GOOD["inputs"] * 2}), {}, 400, "twice"),
@@ -393,6 +409,10 @@ def test_oversize_body_refused_before_reading(
     answer = _raw_request(server.http_port, head, [])
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b"max-request-bytes" in answer
+    # The same on a route served by the FastAPI app rather than the inference fast path.
+    other = head.replace(b"/v2/models/mlp/infer", b"/v2/repository/index")
+    answer = _raw_request(server.http_port, other, [])
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     # Chunked, no Content-Length: cut off once the counted bytes pass the limit.
     head = b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     chunk = b"a" * 32768

@@ -14,8 +14,8 @@ Why here and not in the FastAPI handlers: this is where every client mistake mus
 * Outputs are binary when the output asks ``binary_data: true``, or when it does not say and the
   request's ``binary_data_output`` parameter is true. JSON outputs are serialised by orjson straight
   from numpy. A response never carries ``"parameters": null`` (perf_analyzer rejects it).
-* ``parameters`` objects may nest at most :data:`MAX_PARAMETER_DEPTH` levels; ``data`` may nest no
-  deeper than the tensor's rank. (orjson itself refuses documents nested beyond 1024 levels.)
+* The document may nest at most :data:`MAX_JSON_DEPTH` levels outside tensor ``data``, and ``data``
+  no deeper than its tensor's rank. (orjson itself refuses documents nested beyond 1024 levels.)
 
 This module imports no web framework: the gRPC front end and tests use it without FastAPI.
 """
@@ -30,10 +30,11 @@ import orjson
 from modelserve_server.datatypes import BYTES, V2_TO_NUMPY
 from modelserve_server.errors import InvalidInput
 from modelserve_server.protocol.binary import check_shape, decode_tensor, element_count, encode_tensor
+from modelserve_server.protocol.jsonload import load_request
 from modelserve_server.types import InferInput, InferRequest, InferResponse, RequestedOutput
 
 HEADER_LENGTH = "inference-header-content-length"
-MAX_PARAMETER_DEPTH = 8
+MAX_JSON_DEPTH = 10
 _NUMPY_OPTION = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -52,9 +53,22 @@ def parse_header_length(value: str | None, body_length: int) -> int | None:
     return length
 
 
-def _check_depth(value: object, limit: int, where: str) -> None:
-    """Refuse ``parameters`` nested deeper than ``limit`` (iterative: no recursion to exhaust)."""
-    stack: list[tuple[object, int]] = [(value, 1)]
+def check_depth(doc: dict[str, Any]) -> None:
+    """Refuse a request nested deeper than :data:`MAX_JSON_DEPTH` levels outside its tensor data.
+
+    Tensor ``data`` is exempt here because it may legitimately nest as deep as the tensor's rank; its
+    depth is checked against the declared shape when it is decoded. Iterative, so nothing recursive
+    can be exhausted.
+    """
+    stack: list[tuple[object, int]] = []
+    inputs = doc.get("inputs")
+    for key, value in doc.items():
+        if key != "inputs":
+            stack.append((value, 2))
+    if isinstance(inputs, list):
+        for entry in inputs:
+            if isinstance(entry, dict):
+                stack.extend((v, 4) for k, v in entry.items() if k != "data")
     while stack:
         item, depth = stack.pop()
         if isinstance(item, dict):
@@ -63,8 +77,8 @@ def _check_depth(value: object, limit: int, where: str) -> None:
             children = item
         else:
             continue
-        if depth > limit:
-            raise InvalidInput(f"{where} nests deeper than {limit} levels")
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidInput(f"the request nests deeper than {MAX_JSON_DEPTH} levels (outside tensor data)")
         stack.extend((c, depth + 1) for c in children)
 
 
@@ -74,7 +88,6 @@ def _parameters(doc: dict[str, Any], where: str) -> dict[str, Any]:
         return {}
     if not isinstance(params, dict):
         raise InvalidInput(f"{where}: 'parameters' must be an object")
-    _check_depth(params, MAX_PARAMETER_DEPTH, f"{where}: 'parameters'")
     return params
 
 
@@ -85,11 +98,9 @@ def _strings(data: object, max_depth: int, tensor: str) -> list[bytes]:
     if not isinstance(data, list):
         raise InvalidInput(f"input {tensor!r}: BYTES data must be a list of strings")
     out: list[bytes] = []
-    stack: list[tuple[list[object], int]] = [(data, 1)]
-    # Depth-first with an explicit stack, keeping element order.
+    # Depth-first with explicit stacks of iterators and their depths, keeping element order.
     iters = [iter(data)]
     depths = [1]
-    del stack
     while iters:
         try:
             item = next(iters[-1])
@@ -122,6 +133,8 @@ def decode_json_data(data: object, datatype: str, shape: tuple[int, ...], tensor
         array = np.empty(count, dtype=object)
         array[:] = flat
         return array.reshape(shape)
+    if isinstance(data, np.ndarray):  # a flat numeric array from the fast JSON path
+        return _from_fast_array(data, datatype, shape, tensor)
     if not isinstance(data, list):
         if isinstance(data, bool | int | float):
             data = [data]
@@ -137,10 +150,11 @@ def decode_json_data(data: object, datatype: str, shape: tuple[int, ...], tensor
                 raise InvalidInput(f"input {tensor!r}: BOOL data must hold true/false")
             array = array.astype(np.bool_)
         else:
-            array = np.array(data, dtype=dtype)
+            with np.errstate(over="raise"):  # 1e300 as FP16 is a client error, not a silent inf
+                array = np.array(data, dtype=dtype)
     except InvalidInput:
         raise
-    except (ValueError, TypeError, OverflowError) as exc:
+    except (ValueError, TypeError, OverflowError, FloatingPointError) as exc:
         raise InvalidInput(f"input {tensor!r}: data is not valid {datatype}: {exc}") from None
     if array.ndim > max_depth:
         raise InvalidInput(f"input {tensor!r}: data nests deeper than its shape {list(shape)}")
@@ -148,6 +162,26 @@ def decode_json_data(data: object, datatype: str, shape: tuple[int, ...], tensor
         raise InvalidInput(
             f"input {tensor!r}: {array.size} elements of data, but shape {list(shape)} needs {count}"
         )
+    return array.reshape(shape)
+
+
+def _from_fast_array(data: np.ndarray, datatype: str, shape: tuple[int, ...], tensor: str) -> np.ndarray:
+    """Convert a 1-D float64/int64/uint64 array to the tensor's dtype, refusing values out of range."""
+    count = element_count(shape)
+    if data.size != count:
+        raise InvalidInput(
+            f"input {tensor!r}: {data.size} elements of data, but shape {list(shape)} needs {count}"
+        )
+    dtype = V2_TO_NUMPY[datatype]
+    if dtype.kind in "iu" and data.size:
+        info = np.iinfo(dtype.name)
+        if int(data.min()) < info.min or int(data.max()) > info.max:
+            raise InvalidInput(f"input {tensor!r}: data is not valid {datatype}: value out of range")
+    try:
+        with np.errstate(over="raise"):
+            array = data.astype(dtype, copy=False)
+    except FloatingPointError as exc:
+        raise InvalidInput(f"input {tensor!r}: data is not valid {datatype}: {exc}") from None
     return array.reshape(shape)
 
 
@@ -172,18 +206,19 @@ def _outputs(doc: dict[str, Any]) -> list[RequestedOutput]:
 
 
 def decode_infer_request(
-    body: bytes, header_length: int | None, model: str, version: str | None
+    body: bytes, header_length: int | None, model: str, version: str | None, *, fast_json: bool = True
 ) -> InferRequest:
-    """Decode a REST inference body (``header_length``: see :func:`parse_header_length`)."""
+    """Decode a REST inference body (``header_length``: see :func:`parse_header_length`).
+
+    ``fast_json=False`` parses with orjson only (see :mod:`.jsonload`; tests compare both paths).
+    """
     view = memoryview(body)
     json_part = view if header_length is None else view[:header_length]
     binary = None if header_length is None else view[header_length:]
-    try:
-        doc = orjson.loads(json_part)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"malformed JSON in request body: {exc}") from None
+    doc = load_request(json_part, fast=fast_json)
     if not isinstance(doc, dict):
         raise InvalidInput("the request body must be a JSON object")
+    check_depth(doc)
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput("'id' must be a string")

@@ -2,6 +2,8 @@
 
 Why it looks the way it does:
 
+* Inference requests are normally answered by :class:`~.http_infer.InferFastPath` in front of this
+  app (see :func:`create_asgi`); the infer routes here document the API and share its code.
 * Handlers return ready-made ``Response`` objects (orjson bytes) instead of letting FastAPI validate
   and serialise models: the pydantic schemas in :mod:`.schemas` only document the API.
 * The request-size limit lives in :class:`BodyLimitMiddleware`, a raw ASGI middleware: uvicorn sets

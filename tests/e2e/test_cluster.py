@@ -1,0 +1,89 @@
+"""The local cluster itself: what hack/cluster promises (loopback only, RBAC, admission, the nodes).
+
+These checks read the processes kwokctl started (their PID files, /proc), so they apply to the local
+cluster only; on a cluster named by MODELSERVE_E2E_KUBECONFIG they are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from pathlib import Path
+
+import pytest
+from e2e_support import Cluster, Kubectl
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+
+def _local_only(cluster: Cluster) -> Path:
+    if not cluster.local:
+        pytest.skip("checks the processes of the local cluster (hack/cluster)")
+    return cluster.kubeconfig.parent
+
+
+def _listening(pid: int) -> list[str]:
+    """host:port of every TCP socket in LISTEN state that process `pid` holds."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink().as_posix()
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            addr_hex, port_hex = fields[1].split(":")
+            raw = bytes.fromhex(addr_hex)
+            # /proc/net prints each 32-bit word in host (little-endian) order.
+            raw = b"".join(struct.pack("<I", w) for w in struct.unpack(f">{len(raw) // 4}I", raw))
+            found.append(f"{socket.inet_ntop(family, raw)}:{int(port_hex, 16)}")
+    return found
+
+
+def test_every_component_listens_on_loopback_only(cluster: Cluster) -> None:
+    workdir = _local_only(cluster)
+    pidfiles = sorted((workdir / "pids").glob("*.pid"))
+    components = {p.stem for p in pidfiles}
+    assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
+            "kwok-controller"} <= components, components
+    for pidfile in pidfiles:
+        addresses = _listening(int(pidfile.read_text().strip()))
+        assert addresses, f"{pidfile.stem} listens nowhere?"
+        exposed = [a for a in addresses if not a.startswith("127.0.0.1:")]
+        assert not exposed, f"{pidfile.stem} listens beyond loopback: {exposed}"
+
+
+def test_api_server_uses_rbac_and_admission(cluster: Cluster, kube: Kubectl) -> None:
+    workdir = _local_only(cluster)
+    pid = int((workdir / "pids" / "kube-apiserver.pid").read_text())
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert b"--authorization-mode=Node,RBAC" in args, args
+    assert not any(a.startswith(b"--admission-control=") for a in args), "admission plugins disabled"
+    version = json.loads(kube("version", "-o", "json").stdout)["serverVersion"]["gitVersion"]
+    assert version.startswith("v1.35."), version
+    # RBAC in force: a fresh ServiceAccount may do nothing.
+    assert kube("auth", "can-i", "list", "pods", "--as=system:serviceaccount:default:default",
+                check=False).stdout.strip() == "no"
+
+
+def test_nodes_two_gpu_nodes_and_one_cpu_node(cluster: Cluster, kube: Kubectl) -> None:
+    _local_only(cluster)
+    nodes = {n["metadata"]["name"]: n for n in kube.get("nodes")}
+    gpu = {name: n for name, n in nodes.items() if "nvidia.com/gpu" in n["status"]["allocatable"]}
+    cpu = {name: n for name, n in nodes.items() if name not in gpu}
+    assert len(gpu) == 2 and len(cpu) == 1, sorted(nodes)
+    for node in gpu.values():
+        assert node["status"]["allocatable"]["nvidia.com/gpu"] == "4"
+        assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in node["spec"]["taints"]
+        assert node["metadata"]["labels"]["nvidia.com/gpu.present"] == "true"
+    for node in nodes.values():
+        assert node["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
+        ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
+        assert ready and ready[0]["status"] == "True"
