@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from modelserve_operator import drift, metrics
-from modelserve_operator.api import API_VERSION, GROUP, KIND
+from modelserve_operator.api import API_VERSION, GROUP, KIND, parse_spec
 from modelserve_operator.config import OperatorConfig
 from modelserve_operator.kube import FIELD_MANAGER, HANDOVER_FIELD_MANAGER, Kube, KubeError
 from modelserve_operator.render import render_children, selector_for, url_for
@@ -259,9 +259,13 @@ class Reconciler:
             live = await self._read(str(obj["apiVersion"]), kind, md, name)
             reason = drift.apply_reason(want, live)
             if reason is not None:
-                if kind == "Deployment" and "replicas" not in want["spec"]:
+                hpa_owned = kind == "Deployment" and "replicas" not in want["spec"]
+                if hpa_owned:
                     await self._hand_over_replicas(md, live, outcome)
+                created = live is None
                 live = await self._apply(md, want, reason, outcome)
+                if hpa_owned and created:
+                    live = await self._seed_replicas(md, live, outcome)
             if obj["kind"] == "Deployment":
                 deployment = live
         for api_version, kind, name in desired.delete:
@@ -318,6 +322,28 @@ class Reconciler:
         await self._apply(
             md, handover, "handover of spec.replicas", outcome, field_manager=HANDOVER_FIELD_MANAGER
         )
+
+    async def _seed_replicas(
+        self, md: Mapping[str, Any], live: dict[str, Any], outcome: Outcome
+    ) -> dict[str, Any]:
+        """Start an HPA-scaled Deployment at ``minReplicas`` instead of the API default of 1.
+
+        The operator's apply leaves ``replicas`` to the HPA, so a new Deployment starts with one
+        pod and reaches ``minReplicas`` only at the HPA controller's next sync (~15 s), during
+        which the model would report Ready at 1/1 below its floor. The floor is set once, at
+        creation, by the handover field manager, which the HPA then overrides like any value.
+        """
+        minimum = parse_spec(dict(md.get("spec") or {})).scaling.min_replicas
+        if (live.get("spec") or {}).get("replicas") == minimum:
+            return live
+        meta = _meta(live)
+        seed = {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
+            "spec": {"replicas": minimum},
+        }
+        return await self._apply(md, seed, "seed of spec.replicas", outcome,
+                                 field_manager=HANDOVER_FIELD_MANAGER)
 
     async def _apply(
         self, md: Mapping[str, Any], obj: dict[str, Any], reason: str, outcome: Outcome,

@@ -34,7 +34,7 @@ _LATENCY_BUCKETS = (
 )
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
-#: name -> help text; the README's metrics table is written from this (keep them in sync).
+#: name -> help text; ``make generate`` (hack/reference.py) writes the README's metrics table from it.
 METRIC_HELP: dict[str, str] = {
     "modelserve_requests_total": "Inference requests finished, by model, version, protocol and status code.",
     "modelserve_unknown_model_requests_total": "Requests naming a model or version not served here.",
@@ -49,32 +49,6 @@ METRIC_HELP: dict[str, str] = {
     "modelserve_gpu_memory_used_bytes": "GPU memory in use, per visible GPU.",
     "modelserve_gpu_memory_total_bytes": "GPU memory in total, per visible GPU.",
 }
-
-#: name -> (type, labels), for the README table.
-METRIC_KIND: dict[str, tuple[str, str]] = {
-    "modelserve_requests_total": ("counter", "model, version, protocol, code"),
-    "modelserve_unknown_model_requests_total": ("counter", "protocol"),
-    "modelserve_request_duration_seconds": ("histogram", "model, version"),
-    "modelserve_queue_duration_seconds": ("histogram", "model, version"),
-    "modelserve_compute_duration_seconds": ("histogram", "model, version"),
-    "modelserve_batch_size": ("histogram", "model, version"),
-    "modelserve_inflight_requests": ("gauge", "model"),
-    "modelserve_model_ready": ("gauge", "model, version"),
-    "modelserve_model_provider_info": ("gauge", "model, version, provider"),
-    "modelserve_gpu_utilization_ratio": ("gauge (NVML)", "gpu"),
-    "modelserve_gpu_memory_used_bytes": ("gauge (NVML)", "gpu"),
-    "modelserve_gpu_memory_total_bytes": ("gauge (NVML)", "gpu"),
-}
-
-
-def metrics_markdown() -> str:
-    """The README's metrics table, generated from this module (``hack/generate.py`` may call it)."""
-    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
-    for name, help_text in METRIC_HELP.items():
-        kind, labels = METRIC_KIND[name]
-        rows.append(f"| `{name}` | {kind} | {labels} | {help_text} |")
-    return "\n".join(rows) + "\n"
-
 
 class Metrics:
     """The server's metrics on a private registry; ``render()`` produces the ``/metrics`` body."""

@@ -283,8 +283,10 @@ async def test_create_applies_every_child_with_owner_references(cluster: Cluster
             ("ModelDeployment", "iris", "uid-iris", True)
         ], resource
         assert child["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "modelserve-operator"
-    # With an HPA, the operator leaves replicas to it.
-    assert "replicas" not in children[DEPLOY]["spec"]
+    # With an HPA, the operator's own apply leaves replicas out (tested apply by apply in
+    # test_reconcile_calls); at creation only the floor, minReplicas, is seeded by the handover
+    # manager (kmock does not default a missing replicas to 1 as the API server does).
+    assert children[DEPLOY]["spec"].get("replicas", 1) == SCALED["scaling"]["minReplicas"]
     assert "https://models.example/iris.onnx" in fetch_text(children[DEPLOY])
 
     md = await converged(cluster)

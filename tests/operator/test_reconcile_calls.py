@@ -138,6 +138,25 @@ async def test_fixed_to_autoscaled_hands_the_replicas_over_before_dropping_them(
     assert "HorizontalPodAutoscaler/iris" in outcome.applied
 
 
+async def test_a_new_autoscaled_deployment_starts_at_min_replicas() -> None:
+    """A Deployment applied without ``replicas`` starts at the API default of 1; the HPA would
+    raise it only at its next sync. The operator seeds ``minReplicas`` once, at creation, under
+    the handover manager (so the HPA, not the operator, owns the field afterwards)."""
+    kube = StoreKube()
+    kube.objects[MD_PATH] = md(scaling={"minReplicas": 2, "maxReplicas": 6})
+    reconciler = Reconciler(kube, OperatorConfig())
+    await reconciler.reconcile(kube.objects[MD_PATH], "test")
+    deployment_applies = [(manager, body) for path, manager, body in kube.applies if path == DEPLOY_PATH]
+    assert [manager for manager, _ in deployment_applies] == [FIELD_MANAGER, HANDOVER_FIELD_MANAGER]
+    assert "replicas" not in deployment_applies[0][1]["spec"]
+    assert deployment_applies[1][1]["spec"] == {"replicas": 2}
+    assert kube.objects[DEPLOY_PATH]["spec"]["replicas"] == 2
+
+    kube.applies.clear()  # an unchanged spec: the seed is not repeated
+    await reconciler.reconcile(kube.objects[MD_PATH], "test")
+    assert [path for path, _, _ in kube.applies if path == DEPLOY_PATH] == []
+
+
 async def test_no_handover_when_the_operator_does_not_own_the_replicas() -> None:
     """Once the HPA has written replicas (its manager owns them), changes apply directly."""
     kube = StoreKube()
