@@ -91,12 +91,17 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _start_grpc(service: InferenceService, host: str, port: int) -> GrpcHandle | None:
+async def _start_grpc(
+    service: InferenceService, host: str, port: int, max_request_bytes: int
+) -> GrpcHandle | None:
     try:
         module: Any = importlib.import_module(GRPC_MODULE)
     except ImportError as exc:
         raise StartupError(f"--grpc-port {port}: the gRPC front end is not available ({exc})") from exc
-    handle: GrpcHandle = await module.start_grpc_server(service, host, port)
+    # One request-size limit for both transports: --max-request-bytes caps gRPC messages too.
+    handle: GrpcHandle = await module.start_grpc_server(
+        service, host, port, max_message_bytes=max_request_bytes
+    )
     log.info("gRPC listening on %s:%d", host, port)
     return handle
 
@@ -130,7 +135,7 @@ async def serve(options: ServeOptions, plan: ProviderPlan) -> int:
         sock = bind_socket(options.host, options.http_port)
         http_task = loop.create_task(server.serve(sockets=[sock]))
         if options.grpc_port:
-            grpc = await _start_grpc(service, options.host, options.grpc_port)
+            grpc = await _start_grpc(service, options.host, options.grpc_port, options.max_request_bytes)
         log.info("HTTP listening on %s:%d; loading models", options.host, options.http_port)
         load_task = loop.create_task(_load(service, options, plan))
         stop_task = loop.create_task(stop.wait())

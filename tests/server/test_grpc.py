@@ -431,3 +431,25 @@ def test_gzip_compressed_request(client: Any, onnx_models: dict[str, Path], ort_
     result = client.infer("mlp", _inputs({"x": x}), compression_algorithm="gzip")
     expected = ort_run(onnx_models["mlp"], {"x": x})["y"]
     np.testing.assert_allclose(result.as_numpy("y"), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_max_request_bytes_caps_grpc_messages_too(
+    server_factory: ServerFactory, onnx_models: dict[str, Path]
+) -> None:
+    """``--max-request-bytes`` is one limit for both transports: an oversized gRPC message is
+    refused with RESOURCE_EXHAUSTED, a small one is served, and the server stays up."""
+    server = server_factory(
+        "--model", f"mlp={onnx_models['mlp']}", "--max-request-bytes", "65536", grpc=True
+    )
+    grpc_client = tgrpc.InferenceServerClient(server.grpc_address)
+
+    def infer(rows: int) -> Any:
+        tensor = tgrpc.InferInput("x", [rows, 64], "FP32")
+        tensor.set_data_from_numpy(np.ones((rows, 64), dtype=np.float32))
+        return grpc_client.infer("mlp", [tensor])
+
+    with pytest.raises(InferenceServerException) as info:
+        infer(1024)  # 256 KiB of tensor data
+    assert "RESOURCE_EXHAUSTED" in str(info.value.status())
+    assert infer(4).as_numpy(grpc_client.get_model_metadata("mlp").outputs[0].name).shape[0] == 4
+    assert grpc_client.is_server_live()
