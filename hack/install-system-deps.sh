@@ -31,6 +31,7 @@ if [ ! -x "$BIN/helm" ] || [ ! -x "$BIN/kubectl" ]; then
 fi
 "$BIN/helm" version --short >/dev/null
 "$BIN/kubectl" version --client >/dev/null
+bash "$(dirname "$0")/install-perf-analyzer.sh"   # Triton perf_analyzer (+ Debian 13 loader) -> $BIN
 
 # checkov (static analysis of the chart and its rendered output, tests/packaging) pins many heavy
 # dependencies that would fight the project's own: it gets a tools virtualenv of its own.
