@@ -42,6 +42,7 @@ class Run:
     other_cpu: float = 0.0  # everything else on the machine
     # (items/s, batch): in-process ONNX Runtime just before and after this scenario, best at batch <= c
     local_limit: tuple[float, int] | None = None
+    local_rates: dict[int, float] | None = None  # those measurements per batch size (best of before/after)
 
 
 @dataclass
@@ -113,6 +114,15 @@ def evaluate(runs: list[Run], inproc: InProcess) -> list[Evaluation]:
             f"{where}, batch {lim[1]}" if lim else "",
             goal,
         )
+        formed = round(run.mean_batch) if run and run.mean_batch else None
+        rates = (run.local_rates if run and run.local_rates else None) or inproc.get("cnn", {})
+        at_formed = rates.get(formed) if formed else None
+        if run and lim and formed and at_formed:
+            ev.detail += (
+                f"; the batcher formed batches of {run.mean_batch:.2f} on average, and in-process ONNX "
+                f"Runtime at batch {formed} gives {at_formed:.1f}/s ({at_formed / lim[0]:.0%} of the limit): "
+                f"modelserve reached {run.rps / at_formed:.0%} of that"
+            )
         if run and overall and lim and overall[0] > lim[0]:
             ev.detail += (
                 f"; against the best in-process figure of the whole run ({overall[0]:.1f}/s at batch "

@@ -464,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
                             )
                         for run in scenario_runs:
                             run.local_limit = max(rates) if beside else None
+                            run.local_rates = {
+                                b: max(r for r, b2 in rates if b2 == b) for _, b in rates
+                            } or None
                             print_run(run)
                             key = (run.system, name, proto, conc)
                             best[key] = better(best.get(key), run)
