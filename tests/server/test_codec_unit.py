@@ -216,3 +216,17 @@ def test_fast_json_path_is_used_for_large_tensors() -> None:
     slow = decode_infer_request(body, None, "m", None, fast_json=False).inputs[0].data
     np.testing.assert_array_equal(fast, slow)
     np.testing.assert_array_equal(fast, x)
+
+
+def test_raw_bool_bytes_other_than_zero_are_true_on_both_transports() -> None:
+    """HTTP's binary extension and gRPC's raw contents share one decoder: a BOOL byte of 2 is a
+    valid True (not an invalid numpy bool), and the gRPC encoder writes what HTTP's writes."""
+    from modelserve_server.protocol.binary import decode_tensor, encode_tensor
+    from modelserve_server.protocol.grpc.codec import encode_raw
+
+    decoded = decode_tensor(memoryview(b"\x00\x02\x01"), "BOOL", (3,), "b")
+    assert decoded.dtype == np.bool_
+    assert decoded.tolist() == [False, True, True]
+    strings = np.array([b"ab", b""], dtype=object)
+    expected = b"\x02\x00\x00\x00ab\x00\x00\x00\x00"
+    assert encode_raw("BYTES", strings) == bytes(encode_tensor(strings, "BYTES")) == expected

@@ -56,8 +56,11 @@ def element_count(shape: Sequence[int]) -> int:
 def decode_tensor(buffer: memoryview, datatype: str, shape: tuple[int, ...], tensor: str) -> np.ndarray:
     """Decode exactly ``buffer`` as a tensor of ``datatype`` and ``shape``.
 
-    Fixed-width types: a read-only zero-copy view when ``buffer`` is aligned for the dtype, else one
-    copy. BYTES: an ``object`` array of ``bytes``. :class:`InvalidInput` when sizes disagree.
+    The one decoder of raw tensor bytes for both transports: Triton's binary extension over HTTP
+    and ``raw_input_contents`` over gRPC share this layout (little-endian fixed-width values; BYTES
+    as 4-byte-length-prefixed elements). Fixed-width types: a read-only zero-copy view when
+    ``buffer`` is aligned for the dtype, else one copy; BOOL bytes other than 0 are True. BYTES: an
+    ``object`` array of ``bytes``. :class:`InvalidInput` when sizes disagree.
     """
     count = element_count(shape)
     if datatype == BYTES:
@@ -66,9 +69,12 @@ def decode_tensor(buffer: memoryview, datatype: str, shape: tuple[int, ...], ten
     expected = count * dtype.itemsize
     if len(buffer) != expected:
         raise InvalidInput(
-            f"input {tensor!r}: {len(buffer)} bytes of binary data, "
-            f"but {datatype} {list(shape)} needs {expected}"
+            f"input {tensor!r}: binary data has {len(buffer)} bytes, "
+            f"but {datatype} shape {list(shape)} needs {expected}"
         )
+    if datatype == "BOOL":  # a bool view of a byte other than 0/1 is not a valid numpy bool
+        flags: np.ndarray = np.frombuffer(buffer, dtype=np.uint8, count=count) != 0
+        return flags.reshape(shape)
     array = np.frombuffer(buffer, dtype=dtype, count=count)
     if not array.flags.aligned:
         array = array.copy()
@@ -81,23 +87,27 @@ def decode_bytes_elements(buffer: memoryview, count: int, tensor: str) -> np.nda
     # Each element needs at least its 4-byte length: refuse absurd counts before allocating.
     if count * 4 > size:
         raise InvalidInput(
-            f"input {tensor!r}: {size} bytes cannot hold {count} BYTES elements (4-byte length each)"
+            f"input {tensor!r}: {size} bytes of BYTES data cannot hold {count} elements "
+            "(each needs a 4-byte length prefix)"
         )
     out = np.empty(count, dtype=object)
     offset = 0
     raw = bytes(buffer)
     for i in range(count):
         if offset + 4 > size:
-            raise InvalidInput(f"input {tensor!r}: BYTES element {i} has a truncated length prefix")
+            raise InvalidInput(f"input {tensor!r}: BYTES data truncated inside element {i}'s length prefix")
         (length,) = _LEN.unpack_from(raw, offset)
         offset += 4
         end = offset + length
         if end > size:
-            raise InvalidInput(f"input {tensor!r}: BYTES element {i} of {length} bytes runs past the data")
+            raise InvalidInput(
+                f"input {tensor!r}: BYTES element {i} claims {length} bytes, which runs past the data "
+                f"({size - offset} remain)"
+            )
         out[i] = raw[offset:end]
         offset = end
     if offset != size:
-        raise InvalidInput(f"input {tensor!r}: {size - offset} bytes left over after {count} BYTES elements")
+        raise InvalidInput(f"input {tensor!r}: {size - offset} bytes after its {count} BYTES elements")
     return out
 
 

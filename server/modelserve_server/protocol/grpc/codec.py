@@ -19,7 +19,6 @@ Wire rules implemented here:
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -29,6 +28,7 @@ from google.protobuf.message import Message
 
 from modelserve_server.datatypes import BYTES, V2_TO_NUMPY
 from modelserve_server.errors import InvalidInput
+from modelserve_server.protocol.binary import decode_tensor, encode_tensor
 from modelserve_server.protocol.grpc.generated import grpc_service_pb2 as pb
 from modelserve_server.types import InferInput, InferRequest, InferResponse, RequestedOutput
 
@@ -48,7 +48,6 @@ TYPED_FIELD: dict[str, str] = {
     BYTES: "bytes_contents",
 }
 
-_LEN = struct.Struct("<I")
 _M = TypeVar("_M", bound=Message)
 _INT64_MAX = (1 << 63) - 1
 
@@ -103,48 +102,8 @@ def _decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | No
 
 
 def _from_raw(name: str, datatype: str, shape: tuple[int, ...], count: int, raw: bytes) -> np.ndarray:
-    if datatype == BYTES:
-        return decode_bytes_raw(name, raw, count).reshape(shape)
-    dtype = V2_TO_NUMPY[datatype]
-    expected = count * dtype.itemsize
-    if len(raw) != expected:
-        raise InvalidInput(
-            f"input {name!r}: raw content has {len(raw)} bytes, but {datatype} shape {list(shape)} "
-            f"needs {expected}"
-        )
-    if datatype == "BOOL":
-        flags: np.ndarray = np.frombuffer(raw, dtype=np.uint8) != 0
-        return flags.reshape(shape)
-    return np.frombuffer(raw, dtype=dtype).reshape(shape)
-
-
-def decode_bytes_raw(name: str, raw: bytes, count: int) -> np.ndarray:
-    """Length-prefixed BYTES elements as a 1-D object array of ``count`` ``bytes``."""
-    if count > len(raw) // _LEN.size:
-        raise InvalidInput(
-            f"input {name!r}: raw BYTES content of {len(raw)} bytes cannot hold {count} elements "
-            "(each needs a 4-byte length prefix)"
-        )
-    out = np.empty(count, dtype=object)
-    view = memoryview(raw)
-    offset = 0
-    for i in range(count):
-        if offset + _LEN.size > len(raw):
-            raise InvalidInput(f"input {name!r}: raw BYTES content ends inside element {i}'s length prefix")
-        (length,) = _LEN.unpack_from(view, offset)
-        offset += _LEN.size
-        if offset + length > len(raw):
-            raise InvalidInput(
-                f"input {name!r}: raw BYTES element {i} claims {length} bytes; "
-                f"only {len(raw) - offset} remain"
-            )
-        out[i] = bytes(view[offset : offset + length])
-        offset += length
-    if offset != len(raw):
-        raise InvalidInput(
-            f"input {name!r}: raw BYTES content has {len(raw) - offset} bytes after its {count} elements"
-        )
-    return out
+    # raw_input_contents has the layout of Triton's HTTP binary extension: one decoder for both.
+    return decode_tensor(memoryview(raw), datatype, shape, name)
 
 
 def _from_typed(
@@ -205,17 +164,8 @@ def encode_response(resp: InferResponse) -> pb.ModelInferResponse:
 
 
 def encode_raw(datatype: str, data: np.ndarray) -> bytes:
-    """A tensor as raw bytes: little-endian row-major, BYTES length-prefixed, BOOL one byte each."""
-    if datatype == BYTES:
-        parts: list[bytes] = []
-        for item in data.reshape(-1):
-            element = item.encode("utf-8") if isinstance(item, str) else bytes(item)
-            parts.append(_LEN.pack(len(element)))
-            parts.append(element)
-        return b"".join(parts)
-    dtype = V2_TO_NUMPY[datatype]
-    return np.ascontiguousarray(data, dtype=dtype).tobytes()
-
+    """A tensor as raw bytes: the same layout as the HTTP binary extension, from the same encoder."""
+    return bytes(encode_tensor(data, datatype))
 
 def encode_parameters(params: Mapping[str, Any], into: Any) -> None:
     """Write plain Python values into a ``map<string, InferParameter>``; other types are skipped."""
