@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local test cluster's binaries from the Go module proxy with the ordinary `go` client, and
 # caches them under ~/.cache/modelserve/<component>-<version>/ so only a machine's first run pays:
-#   - kube-apiserver, kube-controller-manager, kube-scheduler: module hack/k8s pins k8s.io/kubernetes and
+#   - kube-apiserver, kube-controller-manager, kube-scheduler, and the real node's kubelet and kube-proxy: module hack/k8s pins k8s.io/kubernetes and
 #     maps its 31 staging modules to their published versions (k8s.io/kubernetes has replace directives,
 #     so `go install ...@version` refuses it);
 #   - etcd: module hack/cluster/etcd pins go.etcd.io/etcd/server/v3 (same reason: replace directives);
@@ -60,7 +60,7 @@ promote() {  # promote PARTIAL FINAL
 
 build_k8s() {
   local final="$CACHE/k8s-$K8S_VERSION" partial="$CACHE/k8s-$K8S_VERSION.partial" log="$LOGS/k8s.log"
-  local cmds=(kube-apiserver kube-controller-manager kube-scheduler)
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
   if have "$final" "$K8S_VERSION" "${cmds[@]}"; then echo "cluster-build: k8s $K8S_VERSION cached"; return; fi
   local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
   local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION"
