@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # modelserve container images. One Dockerfile, three final targets:
 #
 #   docker build --target operator   -t REGISTRY/modelserve-operator:TAG   .

@@ -17,9 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down", "env", "status", "prune"],
                         help="prune: delete clusters of test sessions (<name>-p<pid>) whose process is gone")
     parser.add_argument("--name", default=DEFAULT_NAME, help="cluster name (default %(default)s)")
-    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for health")
+    parser.add_argument("--timeout", type=float, default=300,
+                        help="seconds to wait for each component's health when quiet (scaled by load)")
+    parser.add_argument("--no-real-node", action="store_true",
+                        help="control plane and fake nodes only (also: MODELSERVE_REAL_NODE=0)")
     args = parser.parse_args(argv)
-    layout = Layout.default(args.name)
+    layout = Layout.default(args.name, real_node=False if args.no_real_node else None)
     try:
         if args.command == "up":
             created = up(layout, timeout=args.timeout)

@@ -5,7 +5,8 @@
 #     maps its 31 staging modules to their published versions (k8s.io/kubernetes has replace directives,
 #     so `go install ...@version` refuses it);
 #   - etcd: module hack/cluster/etcd pins go.etcd.io/etcd/server/v3 (same reason: replace directives);
-#   - kwok + kwokctl: `go install sigs.k8s.io/kwok/cmd/...@v0.8.0` (no replace directives).
+#   - kwok + kwokctl: `go install sigs.k8s.io/kwok/cmd/...@v0.8.0` (no replace directives);
+#   - prometheus-adapter: `go install sigs.k8s.io/prometheus-adapter/cmd/adapter@v0.12.0` (the same).
 # Each component is built into a `.partial` directory and renamed when complete, so an interrupted
 # build never looks finished. Idempotent: a second run only checks. Build time and peak memory
 # (GNU time -v) go to ~/.cache/modelserve/build-logs/<component>.log.
@@ -24,6 +25,7 @@ command -v go >/dev/null 2>&1 || {
 K8S_VERSION="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$ROOT/hack/k8s/go.mod")"
 ETCD_VERSION="$(awk '$1 == "require" && $2 == "go.etcd.io/etcd/server/v3" {print $3}' "$HERE/etcd/go.mod")"
 KWOK_VERSION="v0.8.0"
+ADAPTER_VERSION="v0.12.0"   # prometheus-adapter: serves custom.metrics.k8s.io from Prometheus (autoscaling tests)
 [ -n "$K8S_VERSION" ] && [ -n "$ETCD_VERSION" ] || { echo "cluster-build: cannot read pinned versions" >&2; exit 1; }
 
 # Modules are resolved from go.sum as committed; `-mod=mod` lets go add missing go.sum lines on a
@@ -105,12 +107,29 @@ build_kwok() {
   promote "$partial" "$final"
 }
 
+build_adapter() {
+  local final="$CACHE/prometheus-adapter-$ADAPTER_VERSION" partial="$CACHE/prometheus-adapter-$ADAPTER_VERSION.partial"
+  local log="$LOGS/prometheus-adapter.log"
+  # The adapter prints no version of its own; a binary that runs --help is a finished build.
+  if [ -x "$final/adapter" ] && "$final/adapter" --help >/dev/null 2>&1; then
+    echo "cluster-build: prometheus-adapter $ADAPTER_VERSION cached"; return; fi
+  mkdir -p "$partial"
+  local start=$SECONDS
+  echo "cluster-build: building prometheus-adapter $ADAPTER_VERSION (log $log)"
+  (cd "$partial" && GOFLAGS=-buildvcs=false GOBIN="$partial" timed "$log" go install -trimpath -ldflags "-s -w" \
+     "sigs.k8s.io/prometheus-adapter/cmd/adapter@$ADAPTER_VERSION")
+  echo "prometheus-adapter build seconds: $((SECONDS - start))" >>"$log"
+  "$partial/adapter" --help >/dev/null 2>&1 || { echo "cluster-build: prometheus-adapter fails --help" >&2; exit 1; }
+  promote "$partial" "$final"
+}
+
 case "${1:-all}" in
-  all) build_k8s; build_etcd; build_kwok ;;
+  all) build_k8s; build_etcd; build_kwok; build_adapter ;;
+  adapter) build_adapter ;;
   k8s) build_k8s ;;
   etcd) build_etcd ;;
   kwok) build_kwok ;;
-  versions) echo "K8S_VERSION=$K8S_VERSION ETCD_VERSION=$ETCD_VERSION KWOK_VERSION=$KWOK_VERSION" ;;
-  *) echo "usage: $0 [all|k8s|etcd|kwok|versions]" >&2; exit 2 ;;
+  versions) echo "K8S_VERSION=$K8S_VERSION ETCD_VERSION=$ETCD_VERSION KWOK_VERSION=$KWOK_VERSION ADAPTER_VERSION=$ADAPTER_VERSION" ;;
+  *) echo "usage: $0 [all|k8s|etcd|kwok|adapter|versions]" >&2; exit 2 ;;
 esac
 echo "cluster-build: ok ($CACHE: k8s $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION)"

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hack.cluster import nodes
+from hack.cluster import nodes, realnode
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_NAME = "modelserve-e2e"
@@ -67,11 +67,20 @@ class Layout:
 
     name: str
     cache: Path
+    real_node: bool = True
+    """Whether the cluster gets the machine's real node (containerd + kubelet) beside the fake ones."""
 
     @classmethod
-    def default(cls, name: str = DEFAULT_NAME) -> Layout:
+    def default(cls, name: str = DEFAULT_NAME, *, real_node: bool | None = None) -> Layout:
         cache = os.environ.get("MODELSERVE_CACHE") or str(Path.home() / ".cache" / "modelserve")
-        return cls(name=name, cache=Path(cache))
+        if real_node is None:
+            real_node = os.environ.get("MODELSERVE_REAL_NODE", "1") != "0"
+        return cls(name=name, cache=Path(cache), real_node=real_node)
+
+    @property
+    def node(self) -> realnode.Node:
+        return realnode.Node(cluster=self.name, cluster_dir=self.cluster_dir, cache=self.cache,
+                             k8s_version=self.k8s_version)
 
     @property
     def k8s_version(self) -> str:
@@ -146,10 +155,33 @@ def kwokctl_config(layout: Layout) -> str:
         "quietPull": True,
     }
     options.update({key: str(path) for key, path in layout.binaries().items()})
+    pki = layout.cluster_dir / "pki"
+    apiserver_args = [
+        # One Service range decided here, so the `kubernetes` Service's ClusterIP is known (and in the
+        # serving cert: pods' clients verify it).
+        {"key": "service-cluster-ip-range", "value": realnode.SERVICE_CIDR},
+        # `kubectl logs/exec` on the real node: the API server dials the kubelet at its InternalIP with
+        # the cluster's admin client certificate.
+        {"key": "kubelet-client-certificate", "value": str(pki / "admin.crt")},
+        {"key": "kubelet-client-key", "value": str(pki / "admin.key")},
+        {"key": "kubelet-preferred-address-types", "value": "InternalIP"},
+    ]
+    if layout.real_node:
+        # The `kubernetes` Service's endpoint: the node bridge's address, where hack/cluster/realnode
+        # forwards to the loopback-bound API server, so in-cluster clients (the operator pod) reach it.
+        apiserver_args.append({"key": "advertise-address", "value": realnode.NODE_IP})
+        options["kubeApiserverCertSANs"] = [realnode.KUBERNETES_SERVICE_IP, realnode.NODE_IP]
     doc = {
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
         "kind": "KwokctlConfiguration",
         "options": options,
+        "componentsPatches": [
+            # kwok fakes only the annotated fake nodes (with --manage-all-nodes it would fake the real one).
+            {"name": "kwok-controller", "extraArgs": [
+                {"key": "manage-all-nodes", "value": "false", "override": True},
+                {"key": "manage-nodes-with-annotation-selector", "value": "kwok.x-k8s.io/node=fake"}]},
+            {"name": "kube-apiserver", "extraArgs": apiserver_args},
+        ],
     }
     return json.dumps(doc, indent=2) + "\n"
 
@@ -193,13 +225,34 @@ def healthy(layout: Layout) -> bool:
     return proc.returncode == 0 and proc.stdout.strip() == "ok"
 
 
-def _wait(what: str, probe: Callable[[], bool], timeout: float, interval: float = 1.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller")
+
+
+def component_logs(layout: Layout, components: Sequence[str] = CONTROL_PLANE, lines: int = 25) -> str:
+    """The tail of each named component's log (kwokctl and the real node write them to logs/)."""
+    logs = layout.cluster_dir / "logs"
+    return "\n".join(realnode.log_tail(logs / f"{c}.log", lines) for c in components)
+
+
+def load_factor() -> float:
+    """How much slower than a quiet machine this one is right now (>= 1): scales start-up budgets."""
+    try:
+        return max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+    except OSError:
+        return 1.0
+
+
+def _wait(what: str, probe: Callable[[], bool], timeout: float, interval: float = 1.0,
+          layout: Layout | None = None, components: Sequence[str] = CONTROL_PLANE) -> float:
+    """Wait for `probe`; a timeout names what was awaited, how long, and the components' log tails."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
         if probe():
-            return
+            return time.monotonic() - start
         time.sleep(interval)
-    raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
+    logs = ("\n" + component_logs(layout, components)) if layout is not None else ""
+    raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what} "
+                       f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores){logs}")
 
 
 def _pids(layout: Layout) -> list[int]:
@@ -240,27 +293,87 @@ def _locked(layout: Layout) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+ATTEMPTS = 2
+"""A control plane that does not come up is torn down and started once more before `up` fails."""
+
+
+def _real_node_kubectl(layout: Layout) -> Callable[..., subprocess.CompletedProcess[str]]:
+    def run(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return kubectl(layout, *args, check=check, timeout=timeout)
+    return run
+
+
+def _start_real_node(layout: Layout, timeout: float) -> None:
+    started = time.monotonic()
+    try:
+        realnode.start(layout.node, timeout=timeout, kubectl=_real_node_kubectl(layout))
+    except realnode.NodeError as exc:
+        raise ClusterError(f"real node: {exc}") from exc
+    print(f"cluster {layout.name}: real node {realnode.NODE_NAME} Ready in {time.monotonic() - started:.1f}s",
+          flush=True)
+
+
 def up(layout: Layout, *, timeout: float = 300) -> bool:
-    """Start the cluster (or reuse a healthy one); returns True when this call created it."""
+    """Start the cluster (or reuse a healthy one); returns True when this call created it.
+
+    Every wait's budget is `timeout` times the machine's current load factor, so a busy machine gets
+    longer; a control plane that still does not answer is torn down and started again once; the final
+    failure names the component, the wait, and the tails of the components' logs.
+    """
     layout.check_binaries()
+    if layout.real_node:
+        try:
+            realnode.preflight(layout.node)
+        except realnode.NodeError as exc:
+            raise ClusterError(f"real node: {exc} (MODELSERVE_REAL_NODE=0 starts the cluster without it)") \
+                from exc
     with _locked(layout):
+        budget = timeout * load_factor()
         if healthy(layout):
-            _ensure_nodes(layout, timeout)
+            if layout.real_node:
+                _start_real_node(layout, budget)
+            _ensure_nodes(layout, budget)
             return False
         if layout.cluster_dir.exists():  # stale state from a crashed run or a reboot
             _down_locked(layout)
+        if layout.real_node:
+            try:
+                realnode.claim(layout.node)
+                realnode.bridge_up()  # before kwokctl: its serving cert lists the host's addresses
+            except realnode.NodeError as exc:
+                raise ClusterError(f"real node: {exc}") from exc
         policy = layout.kwok_workdir / f"{layout.name}-audit-policy.yaml"
         policy.write_text(AUDIT_POLICY)
         config = layout.kwok_workdir / f"{layout.name}-kwokctl.json"
         config.write_text(kwokctl_config(layout))
         started = time.monotonic()
+        for attempt in range(1, ATTEMPTS + 1):
+            budget = timeout * load_factor()
+            try:
+                _run(layout, [str(layout.kwokctl), "create", "cluster", f"--name={layout.name}",
+                              f"--config={config}", f"--kubeconfig={layout.contexts}",
+                              f"--timeout={int(budget)}s"],
+                     timeout=budget + 30)
+                _wait("the API server's /readyz", lambda: healthy(layout), budget, layout=layout)
+                break
+            except ClusterError as exc:
+                logs = component_logs(layout) if "--- last" not in str(exc) else ""
+                _down_locked(layout, keep_real_node_claim=True)
+                if attempt == ATTEMPTS:
+                    if layout.real_node:
+                        realnode.stop(layout.node, kubectl=None)
+                    raise ClusterError(f"{exc}\n{logs}".rstrip()) from exc
+                print(f"cluster {layout.name}: attempt {attempt} failed ({str(exc).splitlines()[0]}); "
+                      "retrying", flush=True)
+                if layout.real_node:
+                    realnode.bridge_up()
+            except BaseException:
+                _down_locked(layout)
+                raise
         try:
-            _run(layout, [str(layout.kwokctl), "create", "cluster", f"--name={layout.name}",
-                          f"--config={config}", f"--kubeconfig={layout.contexts}",
-                          f"--timeout={int(timeout)}s"],
-                 timeout=timeout + 30)
-            _wait("the API server's /readyz", lambda: healthy(layout), timeout)
-            _ensure_nodes(layout, timeout)
+            if layout.real_node:
+                _start_real_node(layout, budget)
+            _ensure_nodes(layout, budget)
         except BaseException:
             _down_locked(layout)
             raise
@@ -275,6 +388,8 @@ def _ensure_nodes(layout: Layout, timeout: float) -> None:
     names = [n["metadata"]["name"] for n in nodes.all_nodes()]
     kubectl(layout, "wait", "--for=condition=Ready", f"--timeout={int(timeout)}s",
             *[f"node/{n}" for n in names], timeout=timeout + 30)
+    if layout.real_node:
+        names.append(realnode.NODE_NAME)
     # Ready is not schedulable yet: the node lifecycle controller removes its `node.kubernetes.io/
     # not-ready` taint on its next pass (kwokctl runs it every 25 s); until then pods stay Pending.
     def untainted() -> bool:
@@ -283,14 +398,22 @@ def _ensure_nodes(layout: Layout, timeout: float) -> None:
             taint["key"].startswith("node.kubernetes.io/")
             for node in listed["items"] for taint in node["spec"].get("taints") or [])
 
-    _wait("the nodes' not-ready taints to be lifted", untainted, timeout)
+    _wait("the nodes' not-ready taints to be lifted", untainted, timeout, layout=layout,
+          components=("kube-controller-manager", "kwok-controller", "kubelet"))
     # Pods are only admitted once the ServiceAccount controller has created the default account.
     _wait("the default ServiceAccount",
           lambda: kubectl(layout, "get", "serviceaccount", "default", "-n", "default",
-                          check=False).returncode == 0, timeout)
+                          check=False).returncode == 0, timeout, layout=layout,
+          components=("kube-controller-manager",))
 
 
-def _down_locked(layout: Layout) -> None:
+def _down_locked(layout: Layout, *, keep_real_node_claim: bool = False) -> None:
+    # The real node first, while the API server can still drain its pods the normal way.
+    node = layout.node
+    if (node.dir.exists() or realnode.running_components(node)) and not keep_real_node_claim:
+        realnode.stop(node, kubectl=_real_node_kubectl(layout) if healthy(layout) else None)
+    elif not keep_real_node_claim:
+        realnode.release(node)
     pids = _pids(layout)
     if layout.kwokctl.exists():
         _run(layout, [str(layout.kwokctl), "delete", "cluster", f"--name={layout.name}",

@@ -163,12 +163,20 @@ class ModelSession:
         """Run the model once (batch 1) and, if batchable, at batch 2 to prove outputs follow the batch.
 
         A model whose outputs do not scale with the first input dimension (e.g. it reduces over the
-        batch) is not batched, whatever its declared shapes say. A warm-up that fails on zero inputs
-        only logs a warning and disables batching: the model may still serve real data correctly.
+        batch) is not batched, whatever its declared shapes say; neither is one that runs at batch 1
+        but fails at batch 2. A model that cannot run even once, at batch 1 on zero inputs, is a
+        :class:`StartupError`: a pod that would answer every request with an error must not turn
+        Ready, and the operator shows the reason (the server's last log line) on the ModelDeployment.
         """
         started = time.monotonic()
         try:
             one = self.run(self.dummy_feeds(1), self.output_names)
+        except Exception as exc:
+            raise StartupError(
+                f"model {self.name} version {self.version}: warm-up inference (batch 1, zero inputs) "
+                f"failed: {exc}"
+            ) from exc
+        try:
             if self.batchable:
                 two = self.run(self.dummy_feeds(2), self.output_names)
                 scales = all(
@@ -183,7 +191,7 @@ class ModelSession:
                     self.batchable = False
         except Exception as exc:
             log.warning(
-                "model %s version %s: warm-up on zero inputs failed (%s); batching disabled",
+                "model %s version %s: warm-up at batch 2 failed (%s); batching disabled",
                 self.name, self.version, exc,
             )
             self.batchable = False
