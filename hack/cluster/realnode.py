@@ -582,6 +582,26 @@ def stop(node: Node, *, kubectl: Callable[..., subprocess.CompletedProcess[str]]
     release(node)
 
 
+def leftovers(node: Node) -> list[str]:
+    """What `stop` should have removed and did not: processes, links, chains, mounts (empty: clean)."""
+    found = [f"process {c}" for c in running_components(node)]
+    found += [f"link {link}" for link in (CNI_BRIDGE, NODE_BRIDGE) if _link_exists(link)]
+    for tool in ("iptables", "ip6tables"):
+        if shutil.which(tool) is None:
+            continue
+        for table in ("filter", "nat", "mangle"):
+            rules = _sh([tool, "-t", table, "-S"], check=False).stdout.splitlines()
+            found += [f"{tool} -t {table}: {r}" for r in rules
+                      if r.startswith("-N KUBE-") or (CNI_BRIDGE in r) or (POD_CIDR in r)]
+    found += [f"mount {m}" for m in _mounts_under(node.dir, node.run_dir)]
+    for pid_dir in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            argv = pid_dir.joinpath("cmdline").read_bytes().split(b"\0")
+            if argv and argv[0].endswith(b"containerd-shim-runc-v2") and str(node.socket).encode() in argv:
+                found.append(f"process containerd-shim {pid_dir.name}")
+    return found
+
+
 def _remove_cgroups() -> None:
     """kubelet's `kubepods` hierarchy under each v1 controller (and v2), deepest first, once empty."""
     root = Path("/sys/fs/cgroup")

@@ -63,6 +63,12 @@ def cluster() -> Iterator[Cluster]:
     build = run(["bash", str(ROOT / "hack" / "cluster" / "build.sh")], check=False, timeout=3000)
     if build.returncode != 0:
         pytest.fail(f"building the local cluster failed:\n{build.stdout}\n{build.stderr}")
+    # The real node runs the images of the current sources: built (or found cached) before `up`,
+    # which imports whichever of them its containerd lacks.
+    if os.environ.get("MODELSERVE_REAL_NODE", "1") != "0":
+        images = run(["bash", str(ROOT / "hack" / "images" / "build.sh")], check=False, timeout=3000)
+        if images.returncode != 0:
+            pytest.fail(f"building the images failed:\n{images.stdout[-3000:]}\n{images.stderr[-3000:]}")
     _cluster_cli("prune")
     name = ["--name", os.environ.get("MODELSERVE_E2E_CLUSTER") or f"modelserve-e2e-p{os.getpid()}"]
     was_up = _cluster_cli("status", *name).returncode == 0

@@ -9,10 +9,14 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import sys
 from pathlib import Path
 
 import pytest
-from e2e_support import Cluster, Kubectl
+from e2e_support import ROOT, Cluster, Kubectl
+
+sys.path.insert(0, str(ROOT))
+from hack.cluster import realnode
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -77,13 +81,36 @@ def test_nodes_two_gpu_nodes_and_one_cpu_node(cluster: Cluster, kube: Kubectl) -
     _local_only(cluster)
     nodes = {n["metadata"]["name"]: n for n in kube.get("nodes")}
     gpu = {name: n for name, n in nodes.items() if "nvidia.com/gpu" in n["status"]["allocatable"]}
-    cpu = {name: n for name, n in nodes.items() if name not in gpu}
+    real = {name: n for name, n in nodes.items()
+            if n["metadata"].get("labels", {}).get(realnode.NODE_LABEL) == "true"}
+    cpu = {name: n for name, n in nodes.items() if name not in gpu and name not in real}
     assert len(gpu) == 2 and len(cpu) == 1, sorted(nodes)
     for node in gpu.values():
         assert node["status"]["allocatable"]["nvidia.com/gpu"] == "4"
         assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in node["spec"]["taints"]
         assert node["metadata"]["labels"]["nvidia.com/gpu.present"] == "true"
-    for node in nodes.values():
+    for node in (*gpu.values(), *cpu.values()):
         assert node["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
         ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
         assert ready and ready[0]["status"] == "True"
+
+
+def test_real_node_is_a_kubelet_on_containerd_and_listens_only_on_its_own_bridge(
+        cluster: Cluster, kube: Kubectl) -> None:
+    workdir = _local_only(cluster)
+    node = kube.get("node", realnode.NODE_NAME)
+    assert node is not None, "the local cluster has no real node"
+    assert "kwok.x-k8s.io/node" not in node["metadata"].get("annotations", {}), "kwok manages the real node"
+    info = node["status"]["nodeInfo"]
+    assert info["containerRuntimeVersion"].startswith("containerd://"), info
+    assert info["kubeletVersion"].startswith("v1.35."), info
+    addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
+    assert addresses["InternalIP"] == realnode.NODE_IP, addresses
+    pidfiles = sorted((workdir / "realnode" / "pids").glob("*.pid"))
+    components = {p.stem for p in pidfiles}
+    assert {"containerd", "kubelet", "kube-proxy", "apiserver-forward"} <= components, pidfiles
+    for pidfile in pidfiles:
+        pid = int(pidfile.read_text().split()[0])
+        exposed = [a for a in _listening(pid)
+                   if not a.startswith(("127.0.0.1:", f"{realnode.NODE_IP}:", "::1:"))]
+        assert not exposed, f"{pidfile.stem} listens beyond loopback and {realnode.NODE_BRIDGE}: {exposed}"

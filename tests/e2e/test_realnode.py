@@ -213,8 +213,8 @@ def test_model_fetched_served_and_answering_through_its_service(
         return np.asarray(client.infer("digits", [tensor], outputs=[output]).as_numpy("y"))
 
     # Right after Ready the ClusterIP may refuse for a moment until kube-proxy syncs: poll the first one.
-    first = wait_for("a first inference through the ClusterIP", lambda: _try(lambda: host_http(False)),
-                     timeout=60, interval=0.3)
+    (first,) = wait_for("a first inference through the ClusterIP", lambda: _try(lambda: [host_http(False)]),
+                        timeout=60, interval=0.3)
     FIGURES["apply_to_first_inference_s"] = time.monotonic() - applied
     np.testing.assert_allclose(first, expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(host_http(True), expected, rtol=1e-5, atol=1e-5)
