@@ -88,6 +88,7 @@ def main() -> int:
              "--set", f"operator.image.repository={op_repo}", "--set", f"operator.image.tag={op_tag}",
              "--set", f"server.image.repository={srv_repo}", "--set", f"server.image.tag={srv_tag}",
              "--set-string", r"operator.nodeSelector.modelserve\.io/real-node=true",
+             "--set-json", "operator.tolerations=" + json.dumps([realnode.NODE_TOLERATION]),
              "--wait", "--timeout", "5m"])
         say(run([*kubectl, "get", "pods", "-n", "modelserve-system", "-o", "wide"]).stdout)
 
@@ -107,7 +108,8 @@ def main() -> int:
               "metadata": {"name": "digits", "namespace": NAMESPACE},
               "spec": {"model": {"uri": url, "sha256": sha},
                        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
-                       "scheduling": {"nodeSelector": {realnode.NODE_LABEL: "true"}}}}
+                       "scheduling": {"nodeSelector": {realnode.NODE_LABEL: "true"},
+                                      "tolerations": [realnode.NODE_TOLERATION]}}}
         run([*kubectl, "create", "namespace", NAMESPACE])
         say(json.dumps(md["spec"], indent=2))
         run([*kubectl, "apply", "-f", "-"], input=json.dumps(md))

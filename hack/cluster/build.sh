@@ -111,8 +111,9 @@ build_kwok() {
 build_adapter() {
   local final="$CACHE/prometheus-adapter-$ADAPTER_VERSION" partial="$CACHE/prometheus-adapter-$ADAPTER_VERSION.partial"
   local log="$LOGS/prometheus-adapter.log"
-  # The adapter prints no version of its own; a binary that runs --help is a finished build.
-  if [ -x "$final/adapter" ] && "$final/adapter" --help >/dev/null 2>&1; then
+  # The adapter prints no version of its own; a binary whose --help lists its flags is a finished build.
+  adapter_ok() { local out; out="$("$1/adapter" --help 2>&1 || true)"; [[ "$out" == *--prometheus-url* ]]; }
+  if [ -x "$final/adapter" ] && adapter_ok "$final"; then
     echo "cluster-build: prometheus-adapter $ADAPTER_VERSION cached"; return; fi
   mkdir -p "$partial"
   local start=$SECONDS
@@ -120,7 +121,7 @@ build_adapter() {
   (cd "$HERE/adapter" && timed "$log" go build -trimpath -ldflags "-s -w" -o "$partial/adapter" \
      sigs.k8s.io/prometheus-adapter/cmd/adapter)
   echo "prometheus-adapter build seconds: $((SECONDS - start))" >>"$log"
-  "$partial/adapter" --help >/dev/null 2>&1 || { echo "cluster-build: prometheus-adapter fails --help" >&2; exit 1; }
+  adapter_ok "$partial" || { echo "cluster-build: prometheus-adapter fails --help" >&2; exit 1; }
   promote "$partial" "$final"
 }
 

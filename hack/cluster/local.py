@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hack.cluster import nodes, realnode
+from hack.cluster import monitoring, nodes, realnode
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_NAME = "modelserve-e2e"
@@ -85,6 +85,10 @@ class Layout:
     @property
     def k8s_version(self) -> str:
         return _pinned(ROOT / "hack" / "k8s" / "go.mod", "k8s.io/kubernetes")
+
+    @property
+    def adapter_version(self) -> str:
+        return _pinned(ROOT / "hack" / "cluster" / "adapter" / "go.mod", "sigs.k8s.io/prometheus-adapter")
 
     @property
     def etcd_version(self) -> str:
@@ -165,6 +169,16 @@ def kwokctl_config(layout: Layout) -> str:
         {"key": "kubelet-client-certificate", "value": str(pki / "admin.crt")},
         {"key": "kubelet-client-key", "value": str(pki / "admin.key")},
         {"key": "kubelet-preferred-address-types", "value": "InternalIP"},
+        # API aggregation (custom.metrics.k8s.io from prometheus-adapter): kwokctl sets the proxy client
+        # cert; the aggregated server needs the request-header CA and names to trust it, and the
+        # aggregator routes to the APIService's endpoint address (a host process) directly.
+        {"key": "requestheader-client-ca-file", "value": str(pki / "ca.crt")},
+        # The CA also signs ordinary client certs: only the proxy client's (kwokctl's admin) may assert users.
+        {"key": "requestheader-allowed-names", "value": "kwok-admin"},
+        {"key": "requestheader-username-headers", "value": "X-Remote-User"},
+        {"key": "requestheader-group-headers", "value": "X-Remote-Group"},
+        {"key": "requestheader-extra-headers-prefix", "value": "X-Remote-Extra-"},
+        {"key": "enable-aggregator-routing", "value": "true"},
     ]
     if layout.real_node:
         # The `kubernetes` Service's endpoint: the node bridge's address, where hack/cluster/realnode
@@ -293,13 +307,26 @@ def _locked(layout: Layout) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _apiserver_up(layout: Layout) -> bool:
+    """/readyz answers ok; raises at once (with the logs) when kube-apiserver or etcd has exited."""
+    if healthy(layout):
+        return True
+    for component in ("kube-apiserver", "etcd"):
+        pidfile = layout.cluster_dir / "pids" / f"{component}.pid"
+        with contextlib.suppress(OSError, ValueError):
+            if not _alive(int(pidfile.read_text().strip())):
+                raise ClusterError(f"{component} exited during start-up\n" + component_logs(layout))
+    return False
+
+
 ATTEMPTS = 2
 """A control plane that does not come up is torn down and started once more before `up` fails."""
 
 
 def _real_node_kubectl(layout: Layout) -> Callable[..., subprocess.CompletedProcess[str]]:
-    def run(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return kubectl(layout, *args, check=check, timeout=timeout)
+    def run(*args: str, check: bool = True, timeout: float = 60,
+            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return kubectl(layout, *args, check=check, timeout=timeout, stdin=stdin)
     return run
 
 
@@ -307,10 +334,15 @@ def _start_real_node(layout: Layout, timeout: float) -> None:
     started = time.monotonic()
     try:
         realnode.start(layout.node, timeout=timeout, kubectl=_real_node_kubectl(layout))
+        print(f"cluster {layout.name}: real node {realnode.NODE_NAME} Ready in "
+              f"{time.monotonic() - started:.1f}s", flush=True)
+        started = time.monotonic()
+        monitoring.start(layout.node, adapter=monitoring.adapter_binary(layout.cache, layout.adapter_version),
+                         kubectl_path=layout.kubectl, timeout=timeout, kubectl=_real_node_kubectl(layout))
     except realnode.NodeError as exc:
         raise ClusterError(f"real node: {exc}") from exc
-    print(f"cluster {layout.name}: real node {realnode.NODE_NAME} Ready in {time.monotonic() - started:.1f}s",
-          flush=True)
+    print(f"cluster {layout.name}: Prometheus and prometheus-adapter ({monitoring.APISERVICE}) up in "
+          f"{time.monotonic() - started:.1f}s", flush=True)
 
 
 def up(layout: Layout, *, timeout: float = 300) -> bool:
@@ -354,7 +386,7 @@ def up(layout: Layout, *, timeout: float = 300) -> bool:
                               f"--config={config}", f"--kubeconfig={layout.contexts}",
                               f"--timeout={int(budget)}s"],
                      timeout=budget + 30)
-                _wait("the API server's /readyz", lambda: healthy(layout), budget, layout=layout)
+                _wait("the API server's /readyz", lambda: _apiserver_up(layout), budget, layout=layout)
                 break
             except ClusterError as exc:
                 logs = component_logs(layout) if "--- last" not in str(exc) else ""

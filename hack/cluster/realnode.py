@@ -36,6 +36,10 @@ from pathlib import Path
 NODE_NAME = "modelserve-node"
 NODE_LABEL = "modelserve.io/real-node"
 """Label of the real node (value "true"): tests and the chart's operator pod select it."""
+NODE_TAINT = {"key": NODE_LABEL, "value": "true", "effect": "NoSchedule"}
+"""Taint of the real node: only pods that ask for it land there (the fast e2e tests' pods stay on the
+fake nodes, where kwok plays them; a real kubelet would try to fetch their unreachable models)."""
+NODE_TOLERATION = {"key": NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}
 NODE_BRIDGE = "ms-node0"
 NODE_IP = "10.237.0.1"
 NODE_PREFIX = 24
@@ -50,6 +54,7 @@ PROXY_HEALTHZ = 10256
 SYSCTLS = {"/proc/sys/net/ipv4/ip_forward": "1", "/proc/sys/net/bridge/bridge-nf-call-iptables": "1"}
 CNI_CHAINS = ("CNI-FORWARD", "CNI-ADMIN")
 LOG_TAIL = 40
+CORE_COMPONENTS = ("containerd", "apiserver-forward", "kubelet", "kube-proxy")
 
 
 class NodeError(RuntimeError):
@@ -212,12 +217,13 @@ def _pid_of(node: Node, component: str) -> int | None:
     return None
 
 
-def _spawn(node: Node, component: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
+def _spawn(node: Node, component: str, argv: Sequence[str],
+           cwd: Path | None = None) -> subprocess.Popen[bytes]:
     node.pidfile(component).parent.mkdir(parents=True, exist_ok=True)
     node.logs.mkdir(parents=True, exist_ok=True)
     with open(node.log(component), "ab") as log:
         proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, cwd=cwd)
     node.pidfile(component).write_text(f"{proc.pid}\n{argv[0]}\n")
     return proc
 
@@ -507,7 +513,9 @@ def start(node: Node, *, timeout: float, kubectl: Callable[..., subprocess.Compl
             str(node.binary("kubelet")), f"--config={node.dir / 'kubelet.json'}",
             f"--kubeconfig={node.kubeconfig}", f"--hostname-override={NODE_NAME}", f"--node-ip={NODE_IP}",
             f"--root-dir={node.dir / 'kubelet'}", f"--cert-dir={node.dir / 'kubelet-pki'}",
-            f"--node-labels={NODE_LABEL}=true", "--v=1"])
+            f"--node-labels={NODE_LABEL}=true",
+            f"--register-with-taints={NODE_TAINT['key']}={NODE_TAINT['value']}:{NODE_TAINT['effect']}",
+            "--v=1"])
         wait_component("kubelet", lambda: _http_ok(f"http://127.0.0.1:{KUBELET_HEALTHZ}/healthz"), timeout,
                        node.log("kubelet"), proc.poll)
     if _pid_of(node, "kube-proxy") is None:
@@ -528,6 +536,10 @@ def start(node: Node, *, timeout: float, kubectl: Callable[..., subprocess.Compl
 
 def stop(node: Node, *, kubectl: Callable[..., subprocess.CompletedProcess[str]] | None) -> None:
     """Stop what `start` started and remove what it made; safe to call on a half-started node."""
+    # Add-ons started beside the node (hack/cluster/monitoring.py) go first; they record PIDs here too.
+    for component in running_components(node):
+        if component not in CORE_COMPONENTS:
+            _stop(node, component)
     # Pods first, through the kubelet, so the CNI DEL and volume unmounts run the normal way.
     if kubectl is not None and _pid_of(node, "kubelet") is not None:
         with contextlib.suppress(Exception):

@@ -64,7 +64,8 @@ def require_real_node(kube: Kubectl) -> dict[str, Any]:
     return dict(node)
 
 
-REAL_NODE_SCHEDULING = {"nodeSelector": {realnode.NODE_LABEL: "true"}}
+REAL_NODE_SCHEDULING: dict[str, Any] = {"nodeSelector": {realnode.NODE_LABEL: "true"},
+                                        "tolerations": [realnode.NODE_TOLERATION]}
 SMALL = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "768Mi"}}
 """Requests of one real server pod: a 2-core node holds the operator, a client and several of these."""
 

@@ -56,6 +56,9 @@ from realpods import (
 sys.path.insert(0, str(ROOT / "tests" / "server"))
 from serverlib import build_mlp
 
+sys.path.insert(0, str(ROOT))
+from hack.cluster import realnode
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 FIGURES: dict[str, float] = {}
@@ -108,6 +111,7 @@ def incluster_operator(kube: Kubectl, release: Release, operator_process: Operat
         "--set", f"server.image.repository={repo_tag['SERVER_REF'][0]}",
         "--set", f"server.image.tag={repo_tag['SERVER_REF'][1]}",
         "--set-string", r"operator.nodeSelector.modelserve\.io/real-node=true",
+        "--set-json", "operator.tolerations=" + json.dumps([realnode.NODE_TOLERATION]),
         "--set", "logFormat=text",
     ]
     kube.helm("upgrade", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE, "--reuse-values", *values,
@@ -249,6 +253,7 @@ def test_model_fetched_served_and_answering_through_its_service(
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client"},
             "spec": {
                 "nodeSelector": REAL_NODE_SCHEDULING["nodeSelector"],
+                "tolerations": REAL_NODE_SCHEDULING["tolerations"],
                 "containers": [{"name": "client", "image": images["SERVER_REF"], "imagePullPolicy": "Never",
                                 "command": ["sleep", "3600"],
                                 "env": [{"name": "PYTHONPATH", "value": "/client-site"}],

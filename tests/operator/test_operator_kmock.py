@@ -323,8 +323,12 @@ async def test_update_patches_the_deployment_and_status_follows(cluster: Cluster
         lambda: condition(md_of(cluster), "Ready").get("status") == "True" and md_of(cluster), what="Ready"
     )
     assert md["status"]["readyReplicas"] == 1
-    events = [o for (res, _, _), o in cluster.server.objects.items() if res.plural == "events"]
-    assert any(e["reason"] == "ReplicasReady" and e["involvedObject"]["name"] == "iris" for e in events)
+    # The reconciler patches the status, then posts the Event: wait for the Event itself.
+    await eventually(
+        lambda: any(e["reason"] == "ReplicasReady" and e["involvedObject"]["name"] == "iris"
+                    for (res, _, _), e in cluster.server.objects.items() if res.plural == "events"),
+        what="a ReplicasReady Event for iris",
+    )
     assert ("", "events", "create") in cluster.assert_rbac_covers_calls()
 
 
