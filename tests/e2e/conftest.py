@@ -12,18 +12,23 @@ goes through the chart's RBAC, and a forbidden call fails the test that triggere
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
+import onnx
 import pytest
+import realpods
 from e2e_support import (
     CHART,
     CRD_NAME,
     HELM_ARGS,
+    MD,
     RELEASE,
     RELEASE_NAMESPACE,
     ROOT,
@@ -34,10 +39,19 @@ from e2e_support import (
     audit_events,
     audit_size,
     run,
+    running,
     serviceaccount_kubeconfig,
     unique,
     wait_for,
 )
+from onnx import TensorProto, helper
+from realpods import ModelHost, built_images, require_real_node
+
+sys.path.insert(0, str(ROOT / "tests" / "server"))
+from serverlib import build_mlp, build_slow
+
+sys.path.insert(0, str(ROOT))
+from hack.cluster import realnode
 
 
 def _cluster_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -183,4 +197,92 @@ def ns(kube: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
     finally:
         kube("delete", "modeldeployments.serving.modelserve.io", "--all", "-n", name, "--wait=true",
              "--timeout=60s", check=False, timeout=90)
+        kube("delete", "namespace", name, "--wait=false", check=False)
+
+
+# --- real pods: images, a model host, the operator in-cluster (tests/e2e/realpods.py) ---------------
+
+@pytest.fixture(scope="module")
+def images() -> dict[str, str]:
+    return built_images()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelHost]:
+    """mlp.onnx, a file that is not ONNX, and a model whose every inference fails, served over HTTP."""
+    root = tmp_path_factory.mktemp("model-host")
+    build_mlp(root / "mlp.onnx")
+    build_slow(root / "slow.onnx", layers=8, width=512)  # ~2 M MACs a row: requests queue under load
+    (root / "not-onnx.onnx").write_bytes(b"<html>this is a login page, not a model</html>\n" * 20)
+    # Loads (nothing static is wrong), but any input [N, 4] cannot be reshaped to [3]: warm-up fails.
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "broken",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+        [helper.make_tensor("shape", TensorProto.INT64, [1], [3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, root / "warmup-fails.onnx")
+    host = ModelHost(root)
+    host.start()
+    try:
+        yield host
+    finally:
+        host.stop()
+
+
+@pytest.fixture(scope="module")
+def incluster_operator(kube: Kubectl, release: Release, operator_process: OperatorProcess,
+                       images: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """The chart's operator Deployment running the operator image on the real node (the host-process
+    operator of the other tests is stopped meanwhile: two operators would fight over the same objects)."""
+    require_real_node(kube)
+    operator_process.stop()
+    repo_tag = {key: images[key].rsplit(":", 1) for key in ("OPERATOR_REF", "SERVER_REF")}
+    values = [
+        "--set", "operator.replicas=1",
+        "--set", f"operator.image.repository={repo_tag['OPERATOR_REF'][0]}",
+        "--set", f"operator.image.tag={repo_tag['OPERATOR_REF'][1]}",
+        "--set", f"server.image.repository={repo_tag['SERVER_REF'][0]}",
+        "--set", f"server.image.tag={repo_tag['SERVER_REF'][1]}",
+        "--set-string", r"operator.nodeSelector.modelserve\.io/real-node=true",
+        "--set-json", "operator.tolerations=" + json.dumps([realnode.NODE_TOLERATION]),
+        "--set", "logFormat=text",
+    ]
+    kube.helm("upgrade", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE, "--reuse-values", *values,
+              "--wait", "--timeout", "5m")
+    pods = wait_for("the operator pod Running and Ready", lambda: [
+        p for p in kube.get("pods", namespace=RELEASE_NAMESPACE,
+                            selector=f"app.kubernetes.io/instance={RELEASE}") if running(p)])
+    try:
+        yield pods[0]
+    finally:
+        kube.helm("upgrade", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE, "--reuse-values",
+                  "--set", "operator.replicas=0", "--wait", "--timeout", "5m", check=False)
+        if realpods.FIGURES:
+            print("\nreal-pod figures: " + json.dumps({k: round(v, 2) for k, v in realpods.FIGURES.items()}))
+
+
+@pytest.fixture
+def real_ns(kube: Kubectl, cluster: Cluster, release: Release, incluster_operator: dict[str, Any],
+            request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace under Pod Security `restricted` (enforced); after the test, no RBAC refusal of the
+    in-cluster operator may appear in the audit log."""
+    name = unique("real-" + request.node.name.removeprefix("test_").replace("_", "-")[:24].strip("-"))
+    kube("create", "namespace", name)
+    kube("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted",
+         "pod-security.kubernetes.io/warn=restricted")
+    wait_for("the default ServiceAccount", lambda: kube.get("serviceaccount", "default", name), timeout=60)
+    offset = audit_size(cluster.audit_log) if cluster.audit_log else 0
+    try:
+        yield name
+    finally:
+        if cluster.audit_log:
+            events = audit_events(cluster.audit_log, offset)
+            refused = [f"{e.get('verb')} {e.get('requestURI')}" for e in events
+                       if e.get("user", {}).get("username") == release.user
+                       and (e.get("responseStatus") or {}).get("code") == 403]
+            assert not refused, f"the in-cluster operator was refused by RBAC: {sorted(set(refused))[:10]}"
+        kube("delete", MD, "--all", "-n", name, "--wait=true", "--timeout=90s", check=False, timeout=120)
         kube("delete", "namespace", name, "--wait=false", check=False)

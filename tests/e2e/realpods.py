@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import pytest
-from e2e_support import CACHE, ROOT, Kubectl, run, wait_for
+from e2e_support import CACHE, ROOT, Kubectl, modeldeployment, run, wait_for
 
 sys.path.insert(0, str(ROOT))
 from hack.cluster import realnode
@@ -68,6 +69,28 @@ REAL_NODE_SCHEDULING: dict[str, Any] = {"nodeSelector": {realnode.NODE_LABEL: "t
                                         "tolerations": [realnode.NODE_TOLERATION]}
 SMALL = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "768Mi"}}
 """Requests of one real server pod: a 2-core node holds the operator, a client and several of these."""
+
+FIGURES: dict[str, float] = {}
+"""Durations measured by the real-pod tests, printed when the in-cluster operator fixture ends
+(bench/RESULTS.md quotes them)."""
+
+
+def real_md(name: str, uri: str, sha256: str | None = None, **spec: Any) -> dict[str, Any]:
+    model: dict[str, Any] = {"uri": uri}
+    if sha256:
+        model["sha256"] = sha256
+    spec.setdefault("resources", SMALL)
+    spec.setdefault("scheduling", REAL_NODE_SCHEDULING)
+    spec.setdefault("runtime", {})
+    spec["runtime"].setdefault("drainSeconds", 10)
+    return modeldeployment(name, model=model, **spec)
+
+
+def expected_outputs(rows: np.ndarray, path: Path) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(["y"], {"x": rows})[0])
+
+
 
 
 # --- a model server on the node's network --------------------------------------------------------

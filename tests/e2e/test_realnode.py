@@ -13,160 +13,38 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
+import realpods
 from e2e_support import (
-    CHART,
     MD,
-    RELEASE,
-    RELEASE_NAMESPACE,
     ROOT,
-    Cluster,
     Kubectl,
-    OperatorProcess,
-    Release,
-    audit_events,
-    audit_size,
     condition,
-    modeldeployment,
     pods_of,
     running,
     unique,
     wait_for,
     wait_ready,
 )
-from onnx import TensorProto, helper
 from realpods import (
     REAL_NODE_SCHEDULING,
-    SMALL,
     ModelHost,
-    built_images,
     dockerfile_uid,
-    require_real_node,
+    expected_outputs,
+    real_md,
     service_ip,
     steady_load,
 )
 
 sys.path.insert(0, str(ROOT / "tests" / "server"))
-from serverlib import build_mlp
 
 sys.path.insert(0, str(ROOT))
-from hack.cluster import realnode
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
-
-FIGURES: dict[str, float] = {}
-"""Measured durations, printed at the end of the module (bench/RESULTS.md quotes them)."""
-
-
-# --- fixtures -------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def images() -> dict[str, str]:
-    return built_images()
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelHost]:
-    """mlp.onnx, a file that is not ONNX, and a model whose every inference fails, served over HTTP."""
-    root = tmp_path_factory.mktemp("model-host")
-    build_mlp(root / "mlp.onnx")
-    (root / "not-onnx.onnx").write_bytes(b"<html>this is a login page, not a model</html>\n" * 20)
-    # Loads (nothing static is wrong), but any input [N, 4] cannot be reshaped to [3]: warm-up fails.
-    graph = helper.make_graph(
-        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "broken",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
-        [helper.make_tensor("shape", TensorProto.INT64, [1], [3])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, root / "warmup-fails.onnx")
-    host = ModelHost(root)
-    host.start()
-    try:
-        yield host
-    finally:
-        host.stop()
-
-
-@pytest.fixture(scope="module")
-def incluster_operator(kube: Kubectl, release: Release, operator_process: OperatorProcess,
-                       images: dict[str, str]) -> Iterator[dict[str, Any]]:
-    """The chart's operator Deployment running the operator image on the real node (the host-process
-    operator of the other tests is stopped meanwhile: two operators would fight over the same objects)."""
-    require_real_node(kube)
-    operator_process.stop()
-    repo_tag = {key: images[key].rsplit(":", 1) for key in ("OPERATOR_REF", "SERVER_REF")}
-    values = [
-        "--set", "operator.replicas=1",
-        "--set", f"operator.image.repository={repo_tag['OPERATOR_REF'][0]}",
-        "--set", f"operator.image.tag={repo_tag['OPERATOR_REF'][1]}",
-        "--set", f"server.image.repository={repo_tag['SERVER_REF'][0]}",
-        "--set", f"server.image.tag={repo_tag['SERVER_REF'][1]}",
-        "--set-string", r"operator.nodeSelector.modelserve\.io/real-node=true",
-        "--set-json", "operator.tolerations=" + json.dumps([realnode.NODE_TOLERATION]),
-        "--set", "logFormat=text",
-    ]
-    kube.helm("upgrade", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE, "--reuse-values", *values,
-              "--wait", "--timeout", "5m")
-    pods = wait_for("the operator pod Running and Ready", lambda: [
-        p for p in kube.get("pods", namespace=RELEASE_NAMESPACE,
-                            selector=f"app.kubernetes.io/instance={RELEASE}") if running(p)])
-    try:
-        yield pods[0]
-    finally:
-        kube.helm("upgrade", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE, "--reuse-values",
-                  "--set", "operator.replicas=0", "--wait", "--timeout", "5m", check=False)
-        if FIGURES:
-            print("\nreal-pod figures: " + json.dumps({k: round(v, 2) for k, v in FIGURES.items()}))
-
-
-@pytest.fixture
-def real_ns(kube: Kubectl, cluster: Cluster, release: Release, incluster_operator: dict[str, Any],
-            request: pytest.FixtureRequest) -> Iterator[str]:
-    """A namespace under Pod Security `restricted` (enforced); after the test, no RBAC refusal of the
-    in-cluster operator may appear in the audit log."""
-    name = unique("real-" + request.node.name.removeprefix("test_").replace("_", "-")[:24].strip("-"))
-    kube("create", "namespace", name)
-    kube("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted",
-         "pod-security.kubernetes.io/warn=restricted")
-    wait_for("the default ServiceAccount", lambda: kube.get("serviceaccount", "default", name), timeout=60)
-    offset = audit_size(cluster.audit_log) if cluster.audit_log else 0
-    try:
-        yield name
-    finally:
-        if cluster.audit_log:
-            events = audit_events(cluster.audit_log, offset)
-            refused = [f"{e.get('verb')} {e.get('requestURI')}" for e in events
-                       if e.get("user", {}).get("username") == release.user
-                       and (e.get("responseStatus") or {}).get("code") == 403]
-            assert not refused, f"the in-cluster operator was refused by RBAC: {sorted(set(refused))[:10]}"
-        kube("delete", MD, "--all", "-n", name, "--wait=true", "--timeout=90s", check=False, timeout=120)
-        kube("delete", "namespace", name, "--wait=false", check=False)
-
-
-def real_md(name: str, uri: str, sha256: str | None = None, **spec: Any) -> dict[str, Any]:
-    model: dict[str, Any] = {"uri": uri}
-    if sha256:
-        model["sha256"] = sha256
-    spec.setdefault("resources", SMALL)
-    spec.setdefault("scheduling", REAL_NODE_SCHEDULING)
-    spec.setdefault("runtime", {})
-    spec["runtime"].setdefault("drainSeconds", 10)
-    return modeldeployment(name, model=model, **spec)
-
-
-def _expected(rows: np.ndarray, path: Path) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return np.asarray(session.run(["y"], {"x": rows})[0])
-
 
 # --- 1. served for real ---------------------------------------------------------------------------
 
@@ -203,7 +81,7 @@ def test_model_fetched_served_and_answering_through_its_service(
     kube.apply(real_md("digits", models.url("mlp.onnx"), models.sha256("mlp.onnx")), namespace=real_ns)
     md = wait_ready(kube, "digits", real_ns)
     rows = np.random.default_rng(7).standard_normal((3, 64)).astype(np.float32)
-    expected = _expected(rows, models.root / "mlp.onnx")
+    expected = expected_outputs(rows, models.root / "mlp.onnx")
     ip = service_ip(kube, "digits", real_ns)
 
     import tritonclient.grpc as grpcclient
@@ -219,7 +97,7 @@ def test_model_fetched_served_and_answering_through_its_service(
     # Right after Ready the ClusterIP may refuse for a moment until kube-proxy syncs: poll the first one.
     (first,) = wait_for("a first inference through the ClusterIP", lambda: _try(lambda: [host_http(False)]),
                         timeout=60, interval=0.3)
-    FIGURES["apply_to_first_inference_s"] = time.monotonic() - applied
+    realpods.FIGURES["apply_to_first_inference_s"] = time.monotonic() - applied
     np.testing.assert_allclose(first, expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(host_http(True), expected, rtol=1e-5, atol=1e-5)
     grpc = grpcclient.InferenceServerClient(f"{ip}:8081")
@@ -315,7 +193,7 @@ def test_rollout_and_pod_deletion_under_load_lose_no_request(
 
         wait_for("the Deployment rolled to 2 new ready pods", rolled, timeout=180)
         wait_ready(kube, "rolling", real_ns)
-        FIGURES["rolling_update_s"] = time.monotonic() - started
+        realpods.FIGURES["rolling_update_s"] = time.monotonic() - started
         # Old pods finish draining while load continues.
         wait_for("the old pods gone", lambda: not any(
             p["metadata"]["name"] in before for p in kube.get("pods", namespace=real_ns)), timeout=120)
