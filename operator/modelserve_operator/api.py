@@ -6,21 +6,25 @@ classes below, so a field cannot exist in one place and be missing in another. E
 has a description (it becomes ``kubectl explain`` text) and, where one makes sense, a default
 (it becomes the API server's default, so a stored object shows the value actually used).
 
-Cross-field rules are written twice on purpose, in the same words: as CEL
-(``x-kubernetes-validations``, enforced by the API server at ``kubectl apply``) and as pydantic
-validators (enforced by :func:`parse_spec`, so objects that bypassed the API server's
-validation, e.g. in kmock or from an older CRD, still fail with the same message). A test
-checks that both reject the same specs.
+Each cross-field rule is one :class:`Rule` row in its model's ``RULES``: the CEL expression
+(``x-kubernetes-validations``, enforced by the API server at ``kubectl apply``), the message,
+the field it points at, and the Python check that :func:`parse_spec` runs (so objects that
+bypassed the API server's validation, e.g. in kmock or from an older CRD, still fail with the
+same message). The two halves of a rule sit side by side and cannot drift apart unnoticed; a
+test evaluates both (cel-python) on the same specs.
 """
 
 from __future__ import annotations
 
 import re
-from fractions import Fraction
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
+
+from modelserve_operator.quantity import QUANTITY_PATTERN, parse_quantity
 
 GROUP = "serving.modelserve.io"
 VERSION = "v1alpha1"
@@ -38,11 +42,6 @@ URI_PATTERN = r"^((file|https?|s3|pvc)://.+|/.+)$"
 PVC_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+$"
 PVC_MESSAGE = "a pvc URI must read pvc://<claim>/<path inside the claim>, the claim a lower-case DNS name"
 URI_MESSAGE = "model.uri must be an absolute path or a file://, http://, https://, s3:// or pvc:// URI"
-# Kubernetes resource.Quantity, as controller-gen writes it.
-QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]"
-    r"|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-)
 # An extended resource name such as nvidia.com/gpu or amd.com/gpu (domain-qualified).
 EXTENDED_RESOURCE_PATTERN = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)"
@@ -59,28 +58,6 @@ IntOrPercent = Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(pa
 """A pod count or a percentage ("50%"), as in a PodDisruptionBudget."""
 
 
-_QUANTITY_SUFFIX: dict[str, Fraction] = {
-    "": Fraction(1), "n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000),
-    "k": Fraction(10**3), "M": Fraction(10**6), "G": Fraction(10**9), "T": Fraction(10**12),
-    "P": Fraction(10**15), "E": Fraction(10**18), "Ki": Fraction(2**10), "Mi": Fraction(2**20),
-    "Gi": Fraction(2**30), "Ti": Fraction(2**40), "Pi": Fraction(2**50), "Ei": Fraction(2**60),
-}  # fmt: skip
-_QUANTITY_RE = re.compile(r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?:([eE][+-]?[0-9]+)|([a-zA-Z]{0,2}))")
-
-
-def parse_quantity(value: int | str) -> Fraction:
-    """A Kubernetes quantity as an exact number ("500m" -> 1/2, "1Gi" -> 1073741824)."""
-    if isinstance(value, int):
-        return Fraction(value)
-    match = _QUANTITY_RE.fullmatch(value)
-    if not match or (match.group(3) or "") not in _QUANTITY_SUFFIX:
-        raise ValueError(f"{value!r} is not a Kubernetes quantity")
-    number = Fraction(match.group(1))
-    if match.group(2):
-        return number * Fraction(10) ** int(match.group(2)[1:])
-    return number * _QUANTITY_SUFFIX[match.group(3) or ""]
-
-
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, JsonValue]:
     """One ``x-kubernetes-validations`` entry (``fieldPath`` points kubectl's error at a field)."""
     out: dict[str, JsonValue] = {"rule": rule, "message": message}
@@ -89,15 +66,62 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Jso
     return out
 
 
+@dataclass(frozen=True)
+class Rule:
+    """One validation rule, written once: CEL for the API server, a Python check for parse_spec.
+
+    ``cel`` sees ``self`` as the object the rule is attached to (its model's schema node);
+    ``check`` gets the parsed model instance and returns True when the rule holds; ``field``
+    is the ``fieldPath`` kubectl's error points at, relative to that object.
+    """
+
+    cel: str
+    message: str
+    field: str | None
+    check: Callable[[Any], bool]
+
+    def schema(self) -> dict[str, JsonValue]:
+        return cel(self.cel, self.message, self.field)
+
+
+NAME_RULE = Rule(
+    f"self.metadata.name.size() <= {NAME_MAX} && self.metadata.name.matches('{NAME_PATTERN}')",
+    f"metadata.name must be a DNS-1035 label of at most {NAME_MAX} characters (lower-case "
+    "letters, digits and '-', starting with a letter): it names the Service",
+    None,
+    lambda md: len(str(md["metadata"]["name"])) <= NAME_MAX
+    and re.search(NAME_PATTERN, str(md["metadata"]["name"])) is not None,
+)
+"""The one rule on the whole object (the root of the CRD's schema), not on the spec."""
+
+
+def _rules_schema(schema: dict[str, JsonValue], model: type[Any]) -> None:
+    """pydantic's json_schema_extra hook: a model's ``RULES`` become its CEL validations."""
+    rules: tuple[Rule, ...] = getattr(model, "RULES", ())
+    if rules:
+        schema["x-kubernetes-validations"] = [rule.schema() for rule in rules]
+
+
 class _Model(BaseModel):
-    """Base: camelCase aliases, unknown fields rejected, snake_case or camelCase accepted."""
+    """Base: camelCase aliases, unknown fields rejected, snake_case or camelCase accepted, and
+    the model's ``RULES`` both in its JSON schema (CEL) and checked on every parse."""
+
+    RULES: ClassVar[tuple[Rule, ...]] = ()
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
         validate_default=True,
+        json_schema_extra=_rules_schema,
     )
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        for rule in type(self).RULES:
+            if not rule.check(self):
+                raise ValueError(rule.message)
+        return self
 
 
 # --------------------------------------------------------------------------- model
@@ -106,32 +130,18 @@ class _Model(BaseModel):
 class ModelSource(_Model):
     """Where the ONNX model comes from."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    f"self.uri.matches('{URI_PATTERN}')",
-                    URI_MESSAGE,
-                    ".uri",
-                ),
-                cel(
-                    "!has(self.sha256) || !self.uri.startsWith('pvc://')",
-                    "model.sha256 cannot be verified for a pvc:// model (it is mounted, not fetched)",
-                    ".sha256",
-                ),
-                cel(
-                    "!has(self.credentialsSecret) || self.uri.startsWith('s3://')",
-                    "model.credentialsSecret is used for s3:// URIs only",
-                    ".credentialsSecret",
-                ),
-                cel(
-                    f"!self.uri.startsWith('pvc://') || self.uri.matches('{PVC_PATTERN}')",
-                    PVC_MESSAGE,
-                    ".uri",
-                ),
-            ]
-        }
-    )
+    RULES = (
+        Rule(f"self.uri.matches('{URI_PATTERN}')", URI_MESSAGE, ".uri",
+             lambda m: re.search(URI_PATTERN, m.uri) is not None),
+        Rule("!has(self.sha256) || !self.uri.startsWith('pvc://')",
+             "model.sha256 cannot be verified for a pvc:// model (it is mounted, not fetched)", ".sha256",
+             lambda m: m.sha256 is None or not m.uri.startswith("pvc://")),
+        Rule("!has(self.credentialsSecret) || self.uri.startsWith('s3://')",
+             "model.credentialsSecret is used for s3:// URIs only", ".credentialsSecret",
+             lambda m: m.credentials_secret is None or m.uri.startswith("s3://")),
+        Rule(f"!self.uri.startsWith('pvc://') || self.uri.matches('{PVC_PATTERN}')", PVC_MESSAGE, ".uri",
+             lambda m: not m.uri.startswith("pvc://") or re.search(PVC_PATTERN, m.uri) is not None),
+    )  # fmt: skip
 
     uri: str = Field(
         min_length=1,
@@ -168,20 +178,6 @@ class ModelSource(_Model):
             "fetch init container (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...)."
         ),
     )
-
-    @model_validator(mode="after")
-    def _check(self) -> ModelSource:
-        if not re.search(URI_PATTERN, self.uri):
-            raise ValueError(URI_MESSAGE)
-        if self.sha256 is not None and self.uri.startswith("pvc://"):
-            raise ValueError(
-                "model.sha256 cannot be verified for a pvc:// model (it is mounted, not fetched)"
-            )
-        if self.credentials_secret is not None and not self.uri.startswith("s3://"):
-            raise ValueError("model.credentialsSecret is used for s3:// URIs only")
-        if self.uri.startswith("pvc://") and not re.search(PVC_PATTERN, self.uri):
-            raise ValueError(PVC_MESSAGE)
-        return self
 
 
 # --------------------------------------------------------------------------- runtime
@@ -268,8 +264,27 @@ class ResourceLimits(_Model):
     )
 
 
+def _request_within_limit(name: str) -> Rule:
+    """requests.<name> <= limits.<name> when a limit is set (the API server refuses the pod otherwise)."""
+
+    def check(res: Resources) -> bool:
+        request, limit = getattr(res.requests, name), getattr(res.limits, name)
+        return limit is None or parse_quantity(request) <= parse_quantity(limit)
+
+    request, limit = f"string(self.requests.{name})", f"string(self.limits.{name})"
+    return Rule(
+        f"!has(self.limits.{name}) || !isQuantity({request}) || !isQuantity({limit}) "
+        f"|| quantity({request}).compareTo(quantity({limit})) <= 0",
+        f"resources.requests.{name} must not exceed resources.limits.{name}",
+        f".requests.{name}",
+        check,
+    )
+
+
 class Resources(_Model):
     """Compute resources of each server pod."""
+
+    RULES = (_request_within_limit("cpu"), _request_within_limit("memory"))
 
     gpu: int = Field(
         default=0,
@@ -296,16 +311,6 @@ class Resources(_Model):
         description="CPU and memory limits of the server container (no CPU limit by default).",
     )
 
-    @model_validator(mode="after")
-    def _check(self) -> Resources:
-        for name in ("cpu", "memory"):
-            request, limit = getattr(self.requests, name), getattr(self.limits, name)
-            if limit is not None and parse_quantity(request) > parse_quantity(limit):
-                raise ValueError(
-                    f"resources.requests.{name} ({request}) must not exceed resources.limits.{name} ({limit})"
-                )
-        return self
-
 
 # --------------------------------------------------------------------------- scaling
 
@@ -315,23 +320,15 @@ ScalingMetric = Literal["inflight", "rps", "cpu", "gpu"]
 class Scaling(_Model):
     """Replica count and autoscaling. minReplicas == maxReplicas means a fixed size and no HPA."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "self.minReplicas <= self.maxReplicas",
-                    "scaling.minReplicas must be less than or equal to scaling.maxReplicas "
-                    "(kubectl scale sets minReplicas: raise maxReplicas first)",
-                    ".minReplicas",
-                ),
-                cel(
-                    "self.metric != 'cpu' || !has(self.target) || self.target <= 1000.0",
-                    "scaling.target for metric cpu is a utilisation percentage (1-1000)",
-                    ".target",
-                ),
-            ]
-        }
-    )
+    RULES = (
+        Rule("self.minReplicas <= self.maxReplicas",
+             "scaling.minReplicas must be less than or equal to scaling.maxReplicas "
+             "(kubectl scale sets minReplicas: raise maxReplicas first)", ".minReplicas",
+             lambda m: m.min_replicas <= m.max_replicas),
+        Rule("self.metric != 'cpu' || !has(self.target) || self.target <= 1000.0",
+             "scaling.target for metric cpu is a utilisation percentage (1-1000)", ".target",
+             lambda m: m.metric != "cpu" or m.target is None or m.target <= 1000),
+    )  # fmt: skip
 
     min_replicas: int = Field(
         default=1,
@@ -362,17 +359,6 @@ class Scaling(_Model):
         le=3600,
         description="HPA scale-down stabilisation window: how long load must stay low before pods go.",
     )
-
-    @model_validator(mode="after")
-    def _check(self) -> Scaling:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(
-                "scaling.minReplicas must be less than or equal to scaling.maxReplicas "
-                "(kubectl scale sets minReplicas: raise maxReplicas first)"
-            )
-        if self.metric == "cpu" and self.target is not None and self.target > 1000:
-            raise ValueError("scaling.target for metric cpu is a utilisation percentage (1-1000)")
-        return self
 
     @property
     def autoscaled(self) -> bool:
@@ -458,17 +444,11 @@ class Ingress(_Model):
 class ServiceSpec(_Model):
     """The Service in front of the pods (and an optional Ingress)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "self.grpcPort == 0 || self.grpcPort != self.httpPort",
-                    "service.httpPort and service.grpcPort must differ",
-                    ".grpcPort",
-                ),
-            ]
-        }
-    )
+    RULES = (
+        Rule("self.grpcPort == 0 || self.grpcPort != self.httpPort",
+             "service.httpPort and service.grpcPort must differ", ".grpcPort",
+             lambda m: m.grpc_port == 0 or m.grpc_port != m.http_port),
+    )  # fmt: skip
 
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
         default="ClusterIP", description="Service type."
@@ -483,12 +463,6 @@ class ServiceSpec(_Model):
         default_factory=dict, description="Annotations of the Service (e.g. for a load balancer)."
     )
     ingress: Ingress | None = Field(default=None, description="Optional Ingress for the HTTP port.")
-
-    @model_validator(mode="after")
-    def _check(self) -> ServiceSpec:
-        if self.grpc_port != 0 and self.grpc_port == self.http_port:
-            raise ValueError("service.httpPort and service.grpcPort must differ")
-        return self
 
 
 class Disruption(_Model):

@@ -37,15 +37,13 @@ from modelserve_operator.api import (
     CRD_NAME,
     GROUP,
     KIND,
-    NAME_MAX,
-    NAME_PATTERN,
+    NAME_RULE,
     PLURAL,
     SHORT_NAME,
     SINGULAR,
     VERSION,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
-    cel,
 )
 
 Schema = dict[str, Any]
@@ -264,13 +262,7 @@ def openapi_schema() -> Schema:
             "spec": spec_schema(),
             "status": status_schema(),
         },
-        "x-kubernetes-validations": [
-            cel(
-                f"self.metadata.name.size() <= {NAME_MAX} && self.metadata.name.matches('{NAME_PATTERN}')",
-                f"metadata.name must be a DNS-1035 label of at most {NAME_MAX} characters (lower-case "
-                "letters, digits and '-', starting with a letter): it names the Service",
-            )
-        ],
+        "x-kubernetes-validations": [NAME_RULE.schema()],
     }
 
 

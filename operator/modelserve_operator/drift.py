@@ -17,7 +17,8 @@ differs:
    the operator never sent and must not fight over.
 
 The comparison tolerates the API server's normalisations that would otherwise look like drift
-forever: resource quantities (``"1000m"`` comes back as ``"1"``), and integers sent as floats.
+forever: resource quantities (``"1000m"`` comes back as ``"1"``, compared with the operator's one
+quantity parser), and integers sent as floats.
 Everything here is pure: no kopf, no kubernetes client (see the import-linter contract).
 """
 
@@ -25,50 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from modelserve_operator.quantity import try_parse_quantity
+
 HASH_ANNOTATION = "serving.modelserve.io/desired-hash"
-
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]{0,2})$")
-_SUFFIXES: dict[str, Decimal] = {
-    "": Decimal(1),
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "k": Decimal(10) ** 3,
-    "M": Decimal(10) ** 6,
-    "G": Decimal(10) ** 9,
-    "T": Decimal(10) ** 12,
-    "P": Decimal(10) ** 15,
-    "E": Decimal(10) ** 18,
-    "Ki": Decimal(2) ** 10,
-    "Mi": Decimal(2) ** 20,
-    "Gi": Decimal(2) ** 30,
-    "Ti": Decimal(2) ** 40,
-    "Pi": Decimal(2) ** 50,
-    "Ei": Decimal(2) ** 60,
-}
-
-
-def parse_quantity(value: object) -> Decimal | None:
-    """A Kubernetes resource quantity as a number, or None when ``value`` is not one."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return Decimal(str(value))
-    if not isinstance(value, str):
-        return None
-    match = _QUANTITY.match(value.strip())
-    if match is None or match.group(2) not in _SUFFIXES:
-        return None
-    try:
-        return Decimal(match.group(1)) * _SUFFIXES[match.group(2)]
-    except InvalidOperation:
-        return None
-
 
 def content_hash(obj: Mapping[str, Any]) -> str:
     """A stable hash of a desired object, ignoring the hash annotation itself."""
@@ -99,7 +62,7 @@ def _scalars_equal(want: object, have: object) -> bool:
         return float(want) == float(have)
     if isinstance(want, str) and isinstance(have, str | int | float):
         # Quantities are normalised by the API server: "1000m" -> "1", "1024Mi" -> "1Gi".
-        a, b = parse_quantity(want), parse_quantity(have)
+        a, b = try_parse_quantity(want), try_parse_quantity(have)
         return a is not None and b is not None and a == b
     return False
 

@@ -6,7 +6,8 @@ kopf); this module only says *when* to reconcile:
 * ``create`` / ``update`` / ``resume`` of a ModelDeployment: reconcile it now. A spec that can
   never work raises ``kopf.PermanentError`` (kopf stops retrying until the next spec change; the
   problem is in the status), a busy cluster raises ``kopf.TemporaryError`` with a delay.
-* a watch event on any child (Deployment, Service, HPA, PDB, Ingress, and the pods): poke the
+* a watch event on any watched kind (the ``watched`` rows of :mod:`modelserve_operator.kinds`:
+  Deployment, Service, HPA, PDB, Ingress, PodMonitor, and the pods): poke the
   owner, so that a deleted Service or an edited image is restored within about a second and the
   status follows the pods. Pokes coalesce, so a rollout's burst of pod events costs one
   reconcile. ``on.event`` is used rather than ``on.delete`` on purpose: a deletion handler
@@ -22,15 +23,19 @@ fresh one, and importing this module registers nothing globally.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
 import kopf
 
 from modelserve_operator.api import GROUP, KIND, PLURAL, VERSION
-from modelserve_operator.reconcile import Reconciler, RetryLater, SpecProblem
+from modelserve_operator.reconcile import Reconciler
 from modelserve_operator.render.labels import MANAGED_BY, MANAGED_BY_LABEL, MODELDEPLOYMENT_LABEL
 from modelserve_operator.settings import WATCHED_CHILDREN
+from modelserve_operator.workqueue import RETRY, RetryLater, SpecProblem
+
+logger = logging.getLogger(__name__)
 
 
 def make_memo(reconciler: Reconciler, configuration: Any) -> kopf.Memo:
@@ -82,13 +87,20 @@ def owner_of(child: Mapping[str, Any]) -> str | None:
 
 
 async def _reconcile_now(reconciler: Reconciler, body: Mapping[str, Any], trigger: str, retry: int) -> None:
-    """Map the reconciler's outcomes onto kopf: give up on bad specs, back off on busy clusters."""
+    """Map the reconciler's outcomes onto kopf: give up on bad specs, back off on busy clusters.
+
+    The delays are the work queue's one retry policy (:data:`RETRY`) at kopf's retry count, so a
+    handler and a poke back off alike; an unexpected exception is logged and retried the same way.
+    """
     try:
         await reconciler.reconcile(body, trigger)
     except SpecProblem as exc:
         raise kopf.PermanentError(str(exc)) from exc
     except RetryLater as exc:
-        raise kopf.TemporaryError(str(exc), delay=min(60.0, exc.delay * 2 ** min(retry, 6))) from exc
+        raise kopf.TemporaryError(str(exc), delay=RETRY.delay(exc.delay, retry)) from exc
+    except Exception as exc:
+        logger.exception("reconcile (%s) failed", trigger)
+        raise kopf.TemporaryError(str(exc), delay=RETRY.delay(RETRY.unexpected_delay, retry)) from exc
 
 
 def build_registry() -> kopf.OperatorRegistry:

@@ -35,14 +35,17 @@ import kubernetes.config
 import urllib3
 
 from modelserve_operator import metrics, rbac
+from modelserve_operator.kinds import KINDS
+from modelserve_operator.replicas import FIELD_MANAGER, HANDOVER_FIELD_MANAGER
 
-FIELD_MANAGER = "modelserve"
-# Keeps a Deployment's replicas when the operator stops applying them (an HPA takes over): see
-# ``Reconciler._hand_over_replicas``.
-HANDOVER_FIELD_MANAGER = "modelserve-handover-to-hpa"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 MERGE_CONTENT_TYPE = "application/merge-patch+json"
 WRITE_VERBS = frozenset({"create", "patch", "update", "delete"})
+
+__all__ = [
+    "FIELD_MANAGER", "HANDOVER_FIELD_MANAGER", "RESOURCES", "Kube", "KubeError", "NotAllowed", "Resource",
+    "load_configuration", "resource_for",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -92,20 +95,9 @@ class Resource:
         return "/".join(parts)
 
 
-# Every kind the operator reads or writes. A kind missing here cannot be touched at all.
+# Every kind the operator reads or writes (the kinds table). A kind missing there cannot be touched.
 RESOURCES: dict[tuple[str, str], Resource] = {
-    ("apps/v1", "Deployment"): Resource("apps", "v1", "deployments"),
-    ("v1", "Service"): Resource("", "v1", "services"),
-    ("v1", "Pod"): Resource("", "v1", "pods"),
-    ("v1", "PersistentVolumeClaim"): Resource("", "v1", "persistentvolumeclaims"),
-    ("v1", "Event"): Resource("", "v1", "events"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"): Resource("autoscaling", "v2", "horizontalpodautoscalers"),
-    ("policy/v1", "PodDisruptionBudget"): Resource("policy", "v1", "poddisruptionbudgets"),
-    ("networking.k8s.io/v1", "Ingress"): Resource("networking.k8s.io", "v1", "ingresses"),
-    ("monitoring.coreos.com/v1", "PodMonitor"): Resource("monitoring.coreos.com", "v1", "podmonitors"),
-    ("serving.modelserve.io/v1alpha1", "ModelDeployment"): Resource(
-        "serving.modelserve.io", "v1alpha1", "modeldeployments"
-    ),
+    (k.api_version, k.kind): Resource(k.group, k.version, k.plural, k.namespaced) for k in KINDS
 }
 
 
@@ -277,12 +269,18 @@ class Kube:
 
     async def patch_status(
         self, api_version: str, kind: str, namespace: str, name: str, status: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        """A JSON merge patch of the status subresource (the only status write the operator does)."""
-        result: dict[str, Any] = await self.request(
-            "patch", resource_for(api_version, kind), namespace=namespace, name=name, sub="status",
-            body={"status": dict(status)}, content_type=MERGE_CONTENT_TYPE,
-        )
+    ) -> dict[str, Any] | None:
+        """A JSON merge patch of the status subresource (the only status write the operator does);
+        None when the object is gone (deleted meanwhile)."""
+        try:
+            result: dict[str, Any] = await self.request(
+                "patch", resource_for(api_version, kind), namespace=namespace, name=name, sub="status",
+                body={"status": dict(status)}, content_type=MERGE_CONTENT_TYPE,
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
         return result
 
     async def create_event(self, event: Mapping[str, Any]) -> None:

@@ -6,8 +6,8 @@ call that the chart would forbid fails in unit tests, not in production) and the
 compare the table with what the renderer produces all read :data:`PERMISSIONS`. No wildcards;
 every row says why the operator needs it.
 
-The reconciler may append rows for calls it adds; the chart picks them up through the
-generated ClusterRole.
+A kind the operator starts to use is a row of :data:`modelserve_operator.kinds.KINDS`; the
+chart picks it up through the generated ClusterRole.
 """
 
 from __future__ import annotations
@@ -16,13 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from modelserve_operator.api import GROUP, PLURAL
+from modelserve_operator.kinds import APPLY, KINDS, MANAGE, READ
 
-READ = ("get", "list", "watch")
-# Server-side apply is a PATCH; when it creates the object the API server also checks "create".
-APPLY = (*READ, "create", "patch")
-# Children the spec can stop wanting (HPA, PDB, Ingress) are also deleted by the reconciler.
-MANAGE = (*APPLY, "delete")
-
+__all__ = ["APPLY", "MANAGE", "PERMISSIONS", "READ", "VERBS", "Permission", "allows", "cluster_role_rules"]
 
 @dataclass(frozen=True)
 class Permission:
@@ -37,16 +33,10 @@ class Permission:
 # Exactly what the code uses (tests/operator/test_reconcile_calls.py compares the two both ways):
 # kopf runs with scanning disabled, no peering and no event posting, so it needs no access to
 # namespaces, CRDs, peering objects or events; the reconciler discovers PodMonitor through the
-# discovery endpoints, which every authenticated user may read.
+# discovery endpoints, which every authenticated user may read. One row per kind comes from the
+# kinds table (modelserve_operator.kinds); only the ModelDeployment's subresources are written here.
 PERMISSIONS: tuple[Permission, ...] = (
-    # The custom resource itself.
-    Permission(
-        GROUP,
-        PLURAL,
-        ("get", "list", "watch", "patch"),
-        "kopf watches ModelDeployments and patches its progress/diff-base annotations; the "
-        "reconciler reads one afresh (get) and lists them for the resync",
-    ),
+    *(Permission(k.group, k.plural, k.verbs, k.why) for k in KINDS),
     Permission(GROUP, f"{PLURAL}/status", ("patch",), "write status (conditions, replicas, url)"),
     Permission(
         GROUP,
@@ -54,24 +44,6 @@ PERMISSIONS: tuple[Permission, ...] = (
         ("update",),
         "set owner references with blockOwnerDeletion on children (OwnerReferencesPermissionEnforcement)",
     ),
-    # Children (render_children), applied with server-side apply; watched for drift.
-    Permission("apps", "deployments", APPLY, "the server pods' Deployment (removed by garbage collection)"),
-    Permission("", "services", APPLY, "the Service in front of the pods (removed by garbage collection)"),
-    Permission("autoscaling", "horizontalpodautoscalers", MANAGE, "the HPA when minReplicas < maxReplicas"),
-    Permission("policy", "poddisruptionbudgets", MANAGE, "the PDB when replicas can exceed 1"),
-    Permission("networking.k8s.io", "ingresses", MANAGE, "the optional Ingress"),
-    Permission(
-        "monitoring.coreos.com",
-        "podmonitors",
-        ("get", "create", "patch", "delete"),
-        "the PodMonitor when Prometheus Operator exists (not watched: the resync restores it)",
-    ),
-    # Reading the cluster to explain status.
-    Permission("", "pods", ("list", "watch"), "Degraded reasons: unschedulable, fetch failing, image pulls"),
-    Permission(
-        "", "persistentvolumeclaims", ("get",), "a pvc:// model's claim must exist (else Degraded)"
-    ),
-    Permission("", "events", ("create",), "Kubernetes Events on the ModelDeployment's condition changes"),
 )
 
 VERBS = frozenset({"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"})

@@ -1,67 +1,71 @@
-"""One reconcile of one ModelDeployment: read, apply what differs, delete what is unwanted, report.
+"""One reconcile pass of one ModelDeployment: read, apply what differs, delete what is unwanted, report.
 
-Why it is separate from the kopf handlers: the same reconcile runs from three places (kopf's
-create/update/resume handlers, a child's watch event, and the slow safety-net resync), and the
-kopf wiring should stay a thin translation of outcomes into kopf's retry semantics. This module
-knows nothing of kopf: it raises :class:`SpecProblem` (kopf: ``PermanentError``, the spec can
-never work as written) and :class:`RetryLater` (kopf: ``TemporaryError``, the cluster is busy).
+Why it is separate from the kopf handlers and from the queue: the same pass runs from kopf's
+create/update/resume handlers, a child's watch event and the safety-net resync; *when* it runs
+(locks, debounce, retries) is :mod:`modelserve_operator.workqueue`, and kopf's retry semantics
+are :mod:`modelserve_operator.handlers`. This module knows nothing of kopf (an import-linter
+contract holds it to that): it raises :class:`SpecProblem` (the spec can never work as
+written) and :class:`RetryLater` (the cluster is busy).
 
-The rules, in order:
+The pass, in order:
 
-1. An invalid spec or a ``pvc://`` model whose claim does not exist is reported in the status
+1. **Read.** The ModelDeployment is parsed once into a
+   :class:`~modelserve_operator.render.common.RenderContext`, which every later step uses. An
+   invalid spec or a ``pvc://`` model whose claim does not exist is reported in the status
    (``Degraded``, with a readable message) and not retried in a loop; existing children stay.
-2. Every rendered child is read, and server-side applied only when :mod:`drift` says so: the
-   steady state costs reads and no writes.
-3. A child the spec no longer wants (HPA when min == max, a removed Ingress) is deleted, but
-   only if this ModelDeployment owns it: the operator never deletes someone else's object.
-4. The status is computed from the Deployment and its pods and patched only when it changed;
-   condition transitions become Kubernetes Events.
+2. **Apply.** Every rendered child is read, and server-side applied only when :mod:`drift`
+   says so: the steady state costs reads and no writes. The replica hand-over and seed patches
+   (:mod:`replicas`) go with the Deployment.
+3. **Delete.** A child the spec no longer wants (HPA when min == max, a removed Ingress) is
+   deleted, but only if this ModelDeployment owns it: the operator never deletes someone
+   else's object.
+4. **Report.** The status is computed from the Deployment and its pods (:mod:`status`) and
+   patched only when it changed; condition transitions become Kubernetes Events (:mod:`events`).
 
-Reconciles of the same ModelDeployment never overlap (one lock per object), and bursts of
-child events (a rollout produces dozens of pod updates) coalesce into one reconcile.
+Every API failure goes through one translation (:meth:`Reconciler._call`): the API server
+refusing what the spec asks for (400, 422) is a spec problem, anything else a retry.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import datetime
 import logging
 import os
 import time
-from collections.abc import Mapping
-from typing import Any, NoReturn
+from collections.abc import Awaitable, Mapping
+from typing import Any, NoReturn, TypeVar
 
-from modelserve_operator import drift, metrics
-from modelserve_operator.api import API_VERSION, GROUP, KIND, parse_spec
+from modelserve_operator import drift, events, metrics, replicas
+from modelserve_operator.api import API_VERSION, GROUP, KIND
 from modelserve_operator.config import OperatorConfig
-from modelserve_operator.kube import FIELD_MANAGER, HANDOVER_FIELD_MANAGER, Kube, KubeError
-from modelserve_operator.render import render_children, selector_for, url_for
-from modelserve_operator.render.common import model_name_for
-from modelserve_operator.render.labels import selector_labels
-from modelserve_operator.status import Problem, Transition, compute_status, rfc3339
+from modelserve_operator.kinds import CHILDREN
+from modelserve_operator.kube import Kube, KubeError
+from modelserve_operator.render import DesiredChildren, RenderContext, context_for, render
+from modelserve_operator.status import Problem, compute_status, rfc3339
+from modelserve_operator.workqueue import (
+    DEFAULT_RESYNC_SECONDS,
+    RETRY,
+    Key,
+    RetryLater,
+    SpecProblem,
+    WorkQueue,
+)
+
+__all__ = ["DEFAULT_RESYNC_SECONDS", "Outcome", "Reconciler", "RetryLater", "SpecProblem", "owned_by"]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+OPTIONAL_KIND = next(k for k in CHILDREN if k.optional)
 
-Key = tuple[str, str]
-DEFAULT_RESYNC_SECONDS = 300.0
 
-
-class SpecProblem(Exception):
-    """The spec cannot work as written; retrying without a spec change is pointless."""
+class Rejected(Exception):
+    """The API server refused a request for what the spec asks (400, 422): a spec problem."""
 
     def __init__(self, problem: Problem) -> None:
-        super().__init__(f"{problem.reason}: {problem.message}")
+        super().__init__(problem.message)
         self.problem = problem
-
-
-class RetryLater(Exception):
-    """A transient failure (API 5xx, throttling, conflicts): retry after ``delay`` seconds."""
-
-    def __init__(self, message: str, delay: float) -> None:
-        super().__init__(message)
-        self.delay = delay
 
 
 @dataclasses.dataclass
@@ -94,19 +98,6 @@ def owned_by(child: Mapping[str, Any], md: Mapping[str, Any]) -> bool:
     return False
 
 
-def pvc_claim(md: Mapping[str, Any]) -> str | None:
-    """The claim of a ``pvc://<claim>/<path>`` model, else None."""
-    uri = str(((md.get("spec") or {}).get("model") or {}).get("uri") or "")
-    if not uri.startswith("pvc://"):
-        return None
-    return uri.removeprefix("pvc://").partition("/")[0] or None
-
-
-def _retry_delay(exc: KubeError) -> float:
-    """The first retry's delay; callers double it per attempt (kopf's ``retry`` count, pokes)."""
-    return 2.0 if exc.status in (409, 429) else 5.0
-
-
 class Reconciler:
     """Reconciles ModelDeployments; one instance per operator process (kept in kopf's memo)."""
 
@@ -120,30 +111,10 @@ class Reconciler:
     ) -> None:
         self.kube = kube
         self.config = config
-        self.debounce = debounce
         self.discovery_ttl = discovery_ttl
         self.instance = os.environ.get("HOSTNAME") or "modelserve-operator"
-        self._locks: dict[Key, asyncio.Lock] = {}
-        self._pending: dict[Key, asyncio.Task[None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.queue = WorkQueue(self.reconcile_by_name, debounce=debounce)
         self._podmonitor: tuple[float, bool] | None = None
-
-    # ------------------------------------------------------------------ helpers
-
-    async def podmonitor_api(self) -> bool:
-        """Whether the cluster serves PodMonitor (Prometheus Operator); cached for a while."""
-        now = time.monotonic()
-        if self._podmonitor is None or now - self._podmonitor[0] > self.discovery_ttl:
-            try:
-                found = await self.kube.has_resource("monitoring.coreos.com/v1", "PodMonitor")
-            except KubeError as exc:
-                logger.warning("discovery of PodMonitor failed, assuming absent: %s", exc)
-                found = False
-            self._podmonitor = (now, found)
-        return self._podmonitor[1]
-
-    def lock(self, key: Key) -> asyncio.Lock:
-        return self._locks.setdefault(key, asyncio.Lock())
 
     # ------------------------------------------------------------------ entry points
 
@@ -163,15 +134,14 @@ class Reconciler:
         started = time.perf_counter()
         result = "error"
         try:
-            async with self.lock((namespace, name)):
-                try:
-                    md = await self.kube.get(API_VERSION, KIND, namespace, name)
-                except KubeError as exc:
-                    raise RetryLater(f"cannot read {namespace}/{name}: {exc}", _retry_delay(exc)) from exc
+            async with self.queue.lock((namespace, name)):
+                md = await self._call(
+                    f"reading {namespace}/{name}", self.kube.get(API_VERSION, KIND, namespace, name)
+                )
                 if md is None or _meta(md).get("deletionTimestamp"):
                     result = "gone"
                     return None
-                outcome = await self._reconcile(md)
+                outcome = await self._pass((namespace, name), md)
             result = "written" if outcome.writes else "unchanged"
             return outcome
         except SpecProblem:
@@ -185,264 +155,184 @@ class Reconciler:
             metrics.RECONCILE_DURATION.labels(trigger=trigger).observe(time.perf_counter() - started)
 
     def poke(self, namespace: str, name: str, trigger: str) -> None:
-        """Schedule a reconcile soon; pokes within the debounce window coalesce into one."""
-        key = (namespace, name)
-        task = self._pending.get(key)
-        if task is not None and not task.done():
-            return
-        task = asyncio.create_task(self._poked(key, trigger), name=f"reconcile {key}")
-        self._pending[key] = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """Schedule a reconcile soon (debounced; see :class:`WorkQueue`)."""
+        self.queue.poke(namespace, name, trigger)
 
     async def resync_forever(self, namespaces: tuple[str, ...], interval: float) -> None:
-        """The safety net for anything a watch missed: every ``interval``, poke every object.
+        """Every ``interval``, poke every ModelDeployment: one LIST per namespace (or one
+        cluster-wide); the pokes then cost reads only, unless something really drifted."""
 
-        One LIST per namespace (or one cluster-wide) per interval; the pokes then cost reads
-        only, unless something really drifted.
-        """
-        while True:
-            await asyncio.sleep(interval)
+        async def keys() -> list[Key]:
+            found: list[Key] = []
             for namespace in namespaces or (None,):
                 try:
                     items = await self.kube.list(API_VERSION, KIND, namespace, {})
                 except KubeError as exc:
                     logger.warning("resync: cannot list ModelDeployments: %s", exc)
                     continue
-                for item in items:
-                    meta = _meta(item)
-                    self.poke(str(meta.get("namespace")), str(meta.get("name")), "resync")
+                found += [(str(_meta(i).get("namespace")), str(_meta(i).get("name"))) for i in items]
+            return found
+
+        await self.queue.resync_forever(keys, interval)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self.queue.close()
 
-    async def _poked(self, key: Key, trigger: str) -> None:
-        await asyncio.sleep(self.debounce)
-        self._pending.pop(key, None)  # events from now on schedule another pass
-        for attempt in range(6):
+    async def podmonitor_api(self) -> bool:
+        """Whether the cluster serves the optional kind (PodMonitor); cached for a while."""
+        now = time.monotonic()
+        if self._podmonitor is None or now - self._podmonitor[0] > self.discovery_ttl:
             try:
-                await self.reconcile_by_name(*key, trigger=trigger)
-                return
-            except SpecProblem:
-                return  # reported in status; the next spec change will try again
-            except RetryLater as exc:
-                delay = min(60.0, exc.delay * 2**attempt)
-                logger.info("reconcile of %s/%s will be retried in %.0fs: %s", *key, delay, exc)
-                await asyncio.sleep(delay)
-            except Exception:
-                logger.exception("reconcile of %s/%s failed", *key)
-                await asyncio.sleep(min(60.0, 2.0**attempt))
+                found = await self.kube.has_resource(OPTIONAL_KIND.api_version, OPTIONAL_KIND.kind)
+            except KubeError as exc:
+                logger.warning("discovery of %s failed, assuming absent: %s", OPTIONAL_KIND.kind, exc)
+                found = False
+            self._podmonitor = (now, found)
+        return self._podmonitor[1]
 
-    # ------------------------------------------------------------------ the reconcile itself
+    # ------------------------------------------------------------------ the pass
 
-    async def _reconcile(self, md: Mapping[str, Any]) -> Outcome:
+    async def _pass(self, key: Key, md: Mapping[str, Any]) -> Outcome:
         outcome = Outcome()
+        # 1. read: parse once; every later step uses ctx.
         try:
-            desired = render_children(md, self.config, podmonitor_api=await self.podmonitor_api())
-            url, selector, model = url_for(md), selector_for(md), model_name_for(md)
+            ctx = context_for(md, self.config)
         except ValueError as exc:  # pydantic.ValidationError is a ValueError
-            await self._fail(md, outcome, Problem("InvalidSpec", _short(exc)))
-        claim = pvc_claim(md)
-        if claim and await self._read("v1", "PersistentVolumeClaim", md, claim) is None:
-            namespace = _meta(md).get("namespace")
-            await self._fail(md, outcome, Problem(
-                "ModelVolumeMissing", f"PersistentVolumeClaim {claim!r} not found in namespace {namespace!r}"
-            ))
+            await self._fail(key, md, None, outcome, Problem("InvalidSpec", _short(exc)))
+        desired = render(ctx, podmonitor_api=await self.podmonitor_api())
+        claim = ctx.pvc_claim
+        if claim and await self._get(ctx, "v1", "PersistentVolumeClaim", claim) is None:
+            message = f"PersistentVolumeClaim {claim!r} not found in namespace {ctx.namespace!r}"
+            await self._fail(key, md, ctx, outcome, Problem("ModelVolumeMissing", message))
+        try:
+            # 2. apply, 3. delete
+            deployment = await self._apply_children(ctx, desired, outcome)
+            await self._delete_unwanted(ctx, md, desired, outcome)
+        except Rejected as exc:
+            await self._fail(key, md, ctx, outcome, exc.problem)
+        # 4. report
+        pods = await self._pods(ctx) if deployment is not None else []
+        await self._report(md, ctx, outcome, deployment=deployment, pods=pods)
+        return outcome
 
+    async def _apply_children(
+        self, ctx: RenderContext, desired: DesiredChildren, outcome: Outcome
+    ) -> dict[str, Any] | None:
+        """Apply what differs; returns the live Deployment."""
         deployment: dict[str, Any] | None = None
         for obj in desired.apply:
             want = drift.with_hash(obj)
             kind, name = str(obj["kind"]), str(obj["metadata"]["name"])
-            live = await self._read(str(obj["apiVersion"]), kind, md, name)
+            live = await self._get(ctx, str(obj["apiVersion"]), kind, name)
             reason = drift.apply_reason(want, live)
             if reason is not None:
-                hpa_owned = kind == "Deployment" and "replicas" not in want["spec"]
-                if hpa_owned:
-                    await self._hand_over_replicas(md, live, outcome)
+                hpa_owned = replicas.hpa_owned(want)
+                handover = replicas.handover_patch(live) if hpa_owned else None
+                if handover is not None:
+                    await self._apply(ctx, handover, "handover of spec.replicas", outcome,
+                                      field_manager=replicas.HANDOVER_FIELD_MANAGER)
                 created = live is None
-                live = await self._apply(md, want, reason, outcome)
-                if hpa_owned and created:
-                    live = await self._seed_replicas(md, live, outcome)
-            if obj["kind"] == "Deployment":
+                live = await self._apply(ctx, want, reason, outcome)
+                seed = replicas.seed_patch(ctx, live) if hpa_owned and created else None
+                if seed is not None:
+                    live = await self._apply(ctx, seed, "seed of spec.replicas", outcome,
+                                             field_manager=replicas.HANDOVER_FIELD_MANAGER)
+            if kind == "Deployment":
                 deployment = live
+        return deployment
+
+    async def _delete_unwanted(
+        self, ctx: RenderContext, md: Mapping[str, Any], desired: DesiredChildren, outcome: Outcome
+    ) -> None:
         for api_version, kind, name in desired.delete:
-            live = await self._read(api_version, kind, md, name)
-            if live is not None and owned_by(live, md) and not _meta(live).get("deletionTimestamp"):
-                await self._delete(md, api_version, kind, name, outcome)
-
-        pods = await self._pods(md) if deployment is not None else []
-        await self._report(md, outcome, deployment=deployment, pods=pods, url=url, selector=selector,
-                           model=model)
-        return outcome
-
-    async def _read(
-        self, api_version: str, kind: str, md: Mapping[str, Any], name: str
-    ) -> dict[str, Any] | None:
-        try:
-            return await self.kube.get(api_version, kind, str(_meta(md).get("namespace")), name)
-        except KubeError as exc:
-            if exc.status == 404:  # the kind itself is not served (e.g. no PodMonitor CRD)
-                return None
-            raise RetryLater(f"reading {kind} {name}: {exc}", _retry_delay(exc)) from exc
-
-    async def _pods(self, md: Mapping[str, Any]) -> list[dict[str, Any]]:
-        try:
-            return await self.kube.list(
-                "v1", "Pod", str(_meta(md).get("namespace")), selector_labels(str(_meta(md).get("name")))
-            )
-        except KubeError as exc:
-            raise RetryLater(f"listing pods: {exc}", _retry_delay(exc)) from exc
-
-    async def _hand_over_replicas(
-        self, md: Mapping[str, Any], live: Mapping[str, Any] | None, outcome: Outcome
-    ) -> None:
-        """Keep the replica count when an HPA takes over from fixed replicas.
-
-        The Deployment about to be applied leaves ``replicas`` out (the HPA owns it). If the
-        operator's own apply still owns the field, the API server would *remove* it, and a
-        removed ``replicas`` defaults to 1: a fixed-size model of 3 pods would drop to one pod
-        until the HPA's next sync. So the current value is first applied by a second field
-        manager (the handover Kubernetes documents for exactly this), which keeps owning it
-        after the operator lets go; the HPA then adjusts it like any other value.
-        """
-        if live is None or not drift.applied_by(live, FIELD_MANAGER, ("spec", "replicas")):
-            return
-        replicas = (live.get("spec") or {}).get("replicas")
-        if replicas is None:
-            return
-        meta = _meta(live)
-        handover = {
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
-            "spec": {"replicas": replicas},
-        }
-        await self._apply(
-            md, handover, "handover of spec.replicas", outcome, field_manager=HANDOVER_FIELD_MANAGER
-        )
-
-    async def _seed_replicas(
-        self, md: Mapping[str, Any], live: dict[str, Any], outcome: Outcome
-    ) -> dict[str, Any]:
-        """Start an HPA-scaled Deployment at ``minReplicas`` instead of the API default of 1.
-
-        The operator's apply leaves ``replicas`` to the HPA, so a new Deployment starts with one
-        pod and reaches ``minReplicas`` only at the HPA controller's next sync (~15 s), during
-        which the model would report Ready at 1/1 below its floor. The floor is set once, at
-        creation, by the handover field manager, which the HPA then overrides like any value.
-        """
-        minimum = parse_spec(dict(md.get("spec") or {})).scaling.min_replicas
-        if (live.get("spec") or {}).get("replicas") == minimum:
-            return live
-        meta = _meta(live)
-        seed = {
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
-            "spec": {"replicas": minimum},
-        }
-        return await self._apply(md, seed, "seed of spec.replicas", outcome,
-                                 field_manager=HANDOVER_FIELD_MANAGER)
-
-    async def _apply(
-        self, md: Mapping[str, Any], obj: dict[str, Any], reason: str, outcome: Outcome,
-        *, field_manager: str = FIELD_MANAGER,
-    ) -> dict[str, Any]:
-        kind, name = obj["kind"], obj["metadata"]["name"]
-        logger.info("applying %s %s/%s (%s)", kind, _meta(md).get("namespace"), name, reason)
-        try:
-            result = await self.kube.apply(obj, field_manager=field_manager)
-        except KubeError as exc:
-            if exc.status in (400, 422):  # the API server rejects what the spec asks for
-                await self._fail(md, outcome, Problem("ApplyRejected", f"{kind} {name}: {exc.message}"))
-            raise RetryLater(f"applying {kind} {name}: {exc}", _retry_delay(exc)) from exc
-        metrics.CHILD_APPLIES.labels(kind=kind, reason=reason.split(" ")[0]).inc()
-        outcome.applied.append(f"{kind}/{name}")
-        return result
-
-    async def _delete(
-        self, md: Mapping[str, Any], api_version: str, kind: str, name: str, outcome: Outcome
-    ) -> None:
-        logger.info("deleting %s %s/%s: the spec no longer wants it", kind, _meta(md).get("namespace"), name)
-        try:
-            if await self.kube.delete(api_version, kind, str(_meta(md).get("namespace")), name):
+            live = await self._get(ctx, api_version, kind, name)
+            if live is None or not owned_by(live, md) or _meta(live).get("deletionTimestamp"):
+                continue
+            logger.info("deleting %s %s/%s: the spec no longer wants it", kind, ctx.namespace, name)
+            gone = self.kube.delete(api_version, kind, ctx.namespace, name)
+            if await self._call(f"deleting {kind} {name}", gone):
                 metrics.CHILD_DELETES.labels(kind=kind).inc()
                 outcome.deleted.append(f"{kind}/{name}")
-        except KubeError as exc:
-            raise RetryLater(f"deleting {kind} {name}: {exc}", _retry_delay(exc)) from exc
-
-    async def _fail(self, md: Mapping[str, Any], outcome: Outcome, problem: Problem) -> NoReturn:
-        """Report a spec-level problem in the status (with the current Deployment), then raise."""
-        name = str(_meta(md).get("name"))
-        try:
-            deployment = await self._read("apps/v1", "Deployment", md, name)
-            url, selector = url_for(md), selector_for(md)
-        except (ValueError, RetryLater):
-            deployment, url, selector = None, None, None
-        model = str(((md.get("spec") or {}).get("model") or {}).get("name") or name)
-        await self._report(md, outcome, deployment=deployment, pods=[], url=url, selector=selector,
-                           model=model, problem=problem)
-        raise SpecProblem(problem)
 
     async def _report(
         self,
         md: Mapping[str, Any],
+        ctx: RenderContext | None,
         outcome: Outcome,
         *,
         deployment: Mapping[str, Any] | None,
         pods: list[dict[str, Any]],
-        url: str | None,
-        selector: str | None,
-        model: str,
         problem: Problem | None = None,
     ) -> None:
         meta = _meta(md)
-        update = compute_status(md, deployment=deployment, pods=pods, url=url, selector=selector,
-                                problem=problem, model=model)
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        update = compute_status(md, ctx, deployment=deployment, pods=pods, problem=problem)
         outcome.status = update.status
         if update.patch is not None:
-            try:
-                await self.kube.patch_status(
-                    API_VERSION, KIND, str(meta.get("namespace")), str(meta.get("name")), update.patch
-                )
-            except KubeError as exc:
-                if exc.status == 404:
-                    return  # deleted meanwhile
-                raise RetryLater(f"writing status: {exc}", _retry_delay(exc)) from exc
+            written = await self._call(
+                "writing status", self.kube.patch_status(API_VERSION, KIND, namespace, name, update.patch)
+            )
+            if written is None:
+                return  # deleted meanwhile
             metrics.STATUS_WRITES.inc()
             outcome.status_written = True
+        involved = {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid")}
         for transition in update.transitions:
-            await self._event(md, transition)
+            event = events.event_body(
+                involved, transition, now=rfc3339(datetime.datetime.now(datetime.UTC)),
+                instance=self.instance, suffix=f"{time.time_ns():x}",
+            )
+            await self.kube.create_event(event)
+            metrics.EVENTS_POSTED.labels(type=event["type"], reason=event["reason"]).inc()
 
-    async def _event(self, md: Mapping[str, Any], transition: Transition) -> None:
-        meta = _meta(md)
-        now = rfc3339(datetime.datetime.now(datetime.UTC))
-        etype = "Warning" if transition.warning else "Normal"
-        recovered = transition.type == "Degraded" and transition.status == "False"
-        reason = "Recovered" if recovered else transition.reason
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {
-                "name": f"{meta.get('name')}.{time.time_ns():x}", "namespace": meta.get("namespace"),
-            },
-            "involvedObject": {
-                "apiVersion": API_VERSION, "kind": KIND, "name": meta.get("name"),
-                "namespace": meta.get("namespace"), "uid": meta.get("uid"),
-            },
-            "reason": reason,
-            "message": f"{transition.type}={transition.status}: {transition.message}"[:1000],
-            "type": etype,
-            "source": {"component": "modelserve-operator"},
-            "reportingComponent": "modelserve-operator",
-            "reportingInstance": self.instance,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        await self.kube.create_event(event)
-        metrics.EVENTS_POSTED.labels(type=etype, reason=reason).inc()
+    async def _fail(
+        self, key: Key, md: Mapping[str, Any], ctx: RenderContext | None, outcome: Outcome, problem: Problem
+    ) -> NoReturn:
+        """Report a spec-level problem in the status (with the current Deployment), then raise."""
+        try:
+            deployment = await self._call(
+                "reading the Deployment", self.kube.get("apps/v1", "Deployment", key[0], key[1])
+            )
+        except (RetryLater, Rejected):
+            deployment = None
+        await self._report(md, ctx, outcome, deployment=deployment, pods=[], problem=problem)
+        raise SpecProblem(problem)
+
+    # ------------------------------------------------------------------ API calls
+
+    async def _call(self, what: str, request: Awaitable[T]) -> T:
+        """Every API call of a pass goes through here: the one translation of :class:`KubeError`.
+
+        400/422 (the API server refuses what the spec asks for) -> :class:`Rejected`; anything
+        else -> :class:`RetryLater` with the retry policy's first delay for that status. (A 404
+        is an answer, not a failure: the client's ``get``/``delete``/``patch_status`` return
+        None or False for it.)
+        """
+        try:
+            return await request
+        except KubeError as exc:
+            if exc.status in (400, 422):
+                raise Rejected(Problem("ApplyRejected", f"{what}: {exc.message}")) from exc
+            raise RetryLater(f"{what}: {exc}", RETRY.first_delay(exc.status)) from exc
+
+    async def _get(self, ctx: RenderContext, api_version: str, kind: str, name: str) -> dict[str, Any] | None:
+        """The live object, or None when it (or its kind, e.g. no PodMonitor CRD) does not exist."""
+        live = self.kube.get(api_version, kind, ctx.namespace, name)
+        return await self._call(f"reading {kind} {name}", live)
+
+    async def _pods(self, ctx: RenderContext) -> list[dict[str, Any]]:
+        return await self._call("listing pods", self.kube.list("v1", "Pod", ctx.namespace, ctx.selector))
+
+    async def _apply(
+        self, ctx: RenderContext, obj: dict[str, Any], reason: str, outcome: Outcome,
+        *, field_manager: str = replicas.FIELD_MANAGER,
+    ) -> dict[str, Any]:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        logger.info("applying %s %s/%s (%s)", kind, ctx.namespace, name, reason)
+        result = await self._call(f"{kind} {name}", self.kube.apply(obj, field_manager=field_manager))
+        metrics.CHILD_APPLIES.labels(kind=kind, reason=reason.split(" ")[0]).inc()
+        outcome.applied.append(f"{kind}/{name}")
+        return result
 
 
 def _short(exc: Exception) -> str:

@@ -18,7 +18,10 @@
   CustomResourceDefinitions and Namespaces. The CRD must exist when the operator starts (the
   chart installs it first).
 * **Server-side label selectors on the children's watches**, so the operator does not stream
-  every Pod and Deployment of the cluster, only those labelled as managed by it.
+  every Pod and Deployment of the cluster, only those labelled as managed by it. The watched
+  kinds are the ``watched`` rows of :mod:`modelserve_operator.kinds`; one whose API the cluster
+  does not serve (PodMonitor without the Prometheus Operator) is skipped by kopf's start-up
+  discovery, and the resync covers it.
 """
 
 from __future__ import annotations
@@ -28,17 +31,11 @@ import logging
 import kopf
 
 from modelserve_operator.api import GROUP
+from modelserve_operator.kinds import WATCHED
 from modelserve_operator.render.labels import MANAGED_BY, MANAGED_BY_LABEL
 
 # (group, version, plural) of the children whose watch events trigger a reconcile of the owner.
-WATCHED_CHILDREN: tuple[tuple[str, str, str], ...] = (
-    ("apps", "v1", "deployments"),
-    ("", "v1", "services"),
-    ("", "v1", "pods"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-    ("policy", "v1", "poddisruptionbudgets"),
-    ("networking.k8s.io", "v1", "ingresses"),
-)
+WATCHED_CHILDREN: tuple[tuple[str, str, str], ...] = tuple((k.group, k.version, k.plural) for k in WATCHED)
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 
 
@@ -63,6 +60,6 @@ def configure(settings: kopf.OperatorSettings, *, request_timeout: float = 60.0)
     settings.networking.connect_timeout = 30
     for group, version, plural in WATCHED_CHILDREN:
         settings.watching.label_selectors[group, version, plural] = MANAGED_SELECTOR
-    # Handler errors that are neither Temporary nor Permanent: retry soon, then back off.
-    settings.execution.default_backoff = 30
+    # No default_backoff: the handlers turn every failure into a TemporaryError whose delay is
+    # the work queue's retry policy (modelserve_operator.workqueue.RETRY), the one policy.
     return settings

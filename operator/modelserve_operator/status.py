@@ -2,8 +2,11 @@
 
 Why a pure module: status is the part a user reads (``kubectl get md``, ``kubectl describe``),
 so its rules deserve table-driven tests without a cluster. The reconciler hands in the
-ModelDeployment, the live Deployment and its pods (and, when the spec itself cannot work, a
-:class:`Problem`); this module answers with the status it should have and, separately, the
+ModelDeployment as stored (its current status and generation), the pass's parsed
+:class:`~modelserve_operator.render.common.RenderContext` (model name, URL and selector come
+from it; None when the spec does not parse, and then the last written values stay), the live
+Deployment and its pods (and, when the spec itself cannot work, a :class:`Problem`); this module
+answers with the status it should have and, separately, the
 patch to write: ``None`` when nothing changed, so that an unchanged reconcile writes nothing.
 
 Conditions follow the Kubernetes conventions (``type``, ``status``, ``reason``, ``message``,
@@ -24,7 +27,9 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-FETCH_CONTAINER = "fetch"
+from modelserve_operator.render.common import RenderContext
+from modelserve_operator.render.deployment import FETCH_CONTAINER
+
 IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
 CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
@@ -77,13 +82,6 @@ def _get(obj: Mapping[str, Any] | None, *path: str) -> Any:
 def rfc3339(now: datetime.datetime) -> str:
     """Kubernetes' timestamp format: UTC, seconds precision, a ``Z`` suffix."""
     return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def selector_string(selector: Mapping[str, str] | str) -> str:
-    """The scale subresource wants a label selector *string* in ``status.selector``."""
-    if isinstance(selector, str):
-        return selector
-    return ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
 
 
 def _terminated(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -201,19 +199,19 @@ def _conditions(
 
 def compute_status(
     md: Mapping[str, Any],
+    ctx: RenderContext | None,
     *,
     deployment: Mapping[str, Any] | None,
     pods: Sequence[Mapping[str, Any]] = (),
-    url: str | None,
-    selector: Mapping[str, str] | str | None,
     problem: Problem | None = None,
-    model: str | None = None,
     now: datetime.datetime | None = None,
 ) -> StatusUpdate:
     """The status ``md`` should have, and the merge patch that gets it there (None if none).
 
-    ``problem`` is a spec-level problem found by the reconciler (invalid spec, missing PVC):
-    it wins over anything the pods say, and the children may not even exist.
+    ``ctx`` is the pass's parsed ModelDeployment (None: the spec does not parse, so model, URL
+    and selector are left as last written). ``problem`` is a spec-level problem found by the
+    reconciler (invalid spec, missing PVC): it wins over anything the pods say, and the children
+    may not even exist.
     """
     now = now or datetime.datetime.now(datetime.UTC)
     current: Mapping[str, Any] = md.get("status") or {}
@@ -242,11 +240,11 @@ def compute_status(
             transitions.append(Transition(ctype, cstatus, reason, message, before.get("status")))
 
     status: dict[str, Any] = {
-        "model": model,
+        "model": ctx.model_name if ctx is not None else None,
         "replicas": int(_get(deployment, "status", "replicas") or 0),
         "readyReplicas": int(_get(deployment, "status", "readyReplicas") or 0),
-        "url": url,
-        "selector": selector_string(selector) if selector is not None else None,
+        "url": ctx.url if ctx is not None else None,
+        "selector": ctx.selector_string if ctx is not None else None,
         "conditions": conditions,
     }
     if generation is not None:

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from modelserve_contract import GRPC_PORT, HTTP_PORT
 from modelserve_server.errors import StartupError
 
 
@@ -86,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-repository", type=Path, default=None, metavar="DIR",
                    help="a Triton-style tree DIR/<name>/<version>/model.onnx (all versions; highest default)")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    p.add_argument("--http-port", type=_port, default=8080, help="HTTP port (default 8080)")
-    p.add_argument("--grpc-port", type=_port, default=8081, help="gRPC port; 0 disables gRPC (default 8081)")
+    p.add_argument("--http-port", type=_port, default=HTTP_PORT, help=f"HTTP port (default {HTTP_PORT})")
+    p.add_argument("--grpc-port", type=_port, default=GRPC_PORT,
+                   help=f"gRPC port; 0 disables gRPC (default {GRPC_PORT})")
     p.add_argument("--max-batch-size", type=_positive_int, default=32,
                    help="rows per dynamic batch; 1 disables batching (default 32)")
     p.add_argument("--max-batch-delay-ms", type=_non_negative_float, default=2.0,

@@ -15,7 +15,8 @@ Guarantees:
 - Error messages never carry secrets: passwords in the URI and query strings (pre-signed URLs
   carry signatures there) are redacted.
 
-Where a fetched model lands (the init container and the operator rely on it):
+Where a fetched model lands (the init container and the operator rely on it; the name rule is
+``modelserve_contract.safe_file_name``, shared with the operator's ``fetched_model_path``):
 ``DEST_DIR/<last path component of the URI>``; for an ``s3://`` prefix that is a "directory",
 ``DEST_DIR/<last component of the prefix>/...`` with the tree below it (a Triton-style
 repository or model directory).
@@ -34,9 +35,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 from urllib.request import url2pathname
 
+from modelserve_contract import safe_file_name as _safe_name
 from modelserve_server.errors import FetchError
 
 __all__ = ["FetchError", "cache_dir_for", "fetch_main", "fetch_model", "redact_uri"]
@@ -44,7 +46,6 @@ __all__ = ["FetchError", "cache_dir_for", "fetch_main", "fetch_model", "redact_u
 _CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough to keep memory flat.
 _HTTP_TIMEOUT_S = 60.0
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,11 +162,6 @@ def _file_sha256(path: Path) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _safe_name(raw: str, default: str) -> str:
-    name = _SAFE_NAME_RE.sub("_", unquote(raw))
-    return default if name in ("", ".", "..") else name
 
 
 def _looks_like_windows_drive(scheme: str) -> bool:

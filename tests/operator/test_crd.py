@@ -27,6 +27,7 @@ import yaml
 from modelserve_operator import api
 from modelserve_operator.cli import crd_main
 from modelserve_operator.crd import CRD_OUTPUT_PATHS, build_crd, render_crd_yaml
+from modelserve_operator.quantity import parse_quantity, try_parse_quantity
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -73,6 +74,33 @@ def strict_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
 _CEL = celpy.Environment()
 
 
+class CelQuantity:
+    """A value of the Kubernetes CEL quantity library (``quantity('1Gi')``), compared exactly."""
+
+    def __init__(self, text: Any) -> None:
+        self.value = parse_quantity(str(text))
+
+
+def _is_quantity(text: Any) -> celpy.celtypes.BoolType:
+    return celpy.celtypes.BoolType(try_parse_quantity(str(text)) is not None)
+
+
+def _compare(a: CelQuantity, b: CelQuantity) -> celpy.celtypes.IntType:
+    return celpy.celtypes.IntType((a.value > b.value) - (a.value < b.value))
+
+
+# The API server's Kubernetes CEL libraries that the rules use, over the operator's own quantity
+# parser (cel-python has none of them).
+KUBERNETES_CEL_FUNCTIONS: dict[str, Any] = {
+    "quantity": CelQuantity,
+    "isQuantity": _is_quantity,
+    "compareTo": _compare,
+    "isLessThan": lambda a, b: celpy.celtypes.BoolType(a.value < b.value),
+    "isGreaterThan": lambda a, b: celpy.celtypes.BoolType(a.value > b.value),
+    "sign": lambda a: celpy.celtypes.IntType((a.value > 0) - (a.value < 0)),
+}
+
+
 def typed(schema: dict[str, Any], obj: Any) -> Any:
     """Values as CEL sees them on the API server: a ``number`` field is a double even if written 5."""
     if schema.get("type") == "number" and isinstance(obj, int):
@@ -91,7 +119,7 @@ def typed(schema: dict[str, Any], obj: Any) -> Any:
 def cel_failures(schema: dict[str, Any], obj: Any, path: str = "") -> Iterator[str]:
     """Messages of every CEL rule that ``obj`` breaks, evaluated where the schema declares it."""
     for rule in schema.get("x-kubernetes-validations", []):
-        program = _CEL.program(_CEL.compile(rule["rule"]))
+        program = _CEL.program(_CEL.compile(rule["rule"]), functions=KUBERNETES_CEL_FUNCTIONS)
         result = program.evaluate({"self": celpy.json_to_cel(typed(schema, obj))})
         if isinstance(result, Exception) or not bool(result):
             yield rule["message"]
@@ -315,18 +343,18 @@ def test_every_status_field_is_declared() -> None:
 
 def test_status_the_reconciler_writes_is_declared() -> None:
     """Whatever ``modelserve_operator.status.compute_status`` writes survives the API server's pruning."""
+    from modelserve_operator.config import OperatorConfig
+    from modelserve_operator.render import context_for
     from modelserve_operator.status import Problem, compute_status
 
     md = {
         "metadata": {"name": "m", "namespace": "ns", "generation": 3},
         "spec": {"model": {"uri": "/m.onnx"}},
     }
+    ctx = context_for(md, OperatorConfig())
     deployment = {"metadata": {"generation": 1}, "spec": {"replicas": 2}, "status": {"replicas": 2}}
     for problem in (None, Problem("ModelFetchFailed", "boom")):
-        update = compute_status(
-            md, deployment=deployment, url="http://m.ns.svc:8080/v2/models/m", selector="a=b", model="m",
-            problem=problem,
-        )  # fmt: skip
+        update = compute_status(md, ctx, deployment=deployment, problem=problem)
         declared = SCHEMA["properties"]["status"]
         validator = jsonschema.Draft4Validator(strict_json_schema(declared))
         errors = [e.message for e in validator.iter_errors(update.status)]

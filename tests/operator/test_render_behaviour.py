@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
+from modelserve_contract import fetched_model_path
 from modelserve_operator.api import parse_quantity
 from modelserve_operator.config import DEFAULT_SERVER_GPU_IMAGE, OperatorConfig
-from modelserve_operator.render import model_name_for, render_children, selector_for, url_for
-from modelserve_operator.render.deployment import model_path, server_args
+from modelserve_operator.render import context_for, render_children
+from modelserve_operator.render.deployment import server_args
 from modelserve_operator.render.hpa import CUSTOM_METRICS, quantity
 from modelserve_operator.render.labels import selector_labels
 
@@ -39,14 +40,14 @@ def pod_spec(out: Any) -> dict[str, Any]:
 
 
 def test_url_selector_and_model_name() -> None:
-    obj = md({"model": {"uri": "/m.onnx"}, "service": {"httpPort": 80}})
-    assert url_for(obj) == "http://demo.ml.svc:80/v2/models/demo"
-    assert model_name_for(obj) == "demo"
-    named = md({"model": {"uri": "/m.onnx", "name": "resnet50"}})
-    assert url_for(named) == "http://demo.ml.svc:8080/v2/models/resnet50"
-    assert model_name_for(named) == "resnet50"
+    obj = context_for(md({"model": {"uri": "/m.onnx"}, "service": {"httpPort": 80}}), CONFIG)
+    assert obj.url == "http://demo.ml.svc:80/v2/models/demo"
+    assert obj.model_name == "demo"
+    named = context_for(md({"model": {"uri": "/m.onnx", "name": "resnet50"}}), CONFIG)
+    assert named.url == "http://demo.ml.svc:8080/v2/models/resnet50"
+    assert named.model_name == "resnet50"
     assert (
-        selector_for(obj)
+        obj.selector_string
         == "app.kubernetes.io/name=modelserve-server,serving.modelserve.io/modeldeployment=demo"
     )
 
@@ -225,7 +226,7 @@ def test_model_path_is_where_fetch_puts_it(
     for uri in (source.as_uri(), f"{base}/{quote(file_name)}"):
         dest = tmp_path / f"models-{abs(hash(uri))}"
         landed = fetch_model(uri, dest, copy_local=True)
-        expected = model_path(uri).replace("/models", str(dest), 1)
+        expected = fetched_model_path(uri, str(dest))
         assert str(landed) == expected, uri
 
 

@@ -8,7 +8,10 @@ from typing import Any
 import pytest
 
 from modelserve_operator.api import ModelDeploymentStatus
-from modelserve_operator.status import Problem, compute_status, pod_problem, selector_string
+from modelserve_operator.config import OperatorConfig
+from modelserve_operator.render import context_for
+from modelserve_operator.render.labels import selector_string
+from modelserve_operator.status import Problem, compute_status, pod_problem
 
 T0 = datetime.datetime(2026, 11, 1, 12, 0, 0, tzinfo=datetime.UTC)
 T1 = T0 + datetime.timedelta(minutes=5)
@@ -25,6 +28,11 @@ def md(status: dict[str, Any] | None = None, generation: int = 3) -> dict[str, A
     if status is not None:
         body["status"] = status
     return body
+
+
+CTX = context_for(md(), OperatorConfig())
+"""The pass's parsed ModelDeployment: model name, URL and selector of the status come from it."""
+assert (CTX.url, CTX.selector) == (URL, SELECTOR)
 
 
 def deployment(wanted: int = 2, ready: int = 2, updated: int | None = None, total: int | None = None,
@@ -91,8 +99,7 @@ def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     ],
 )
 def test_degraded_reasons_come_from_the_pods(pods: list[dict[str, Any]], reason: str, fragment: str) -> None:
-    update = compute_status(md(), deployment=deployment(ready=0), pods=pods, url=URL, selector=SELECTOR,
-                            now=T0)
+    update = compute_status(md(), CTX, deployment=deployment(ready=0), pods=pods, now=T0)
     cond = conditions(update.status)
     assert cond["Degraded"]["status"] == "True"
     assert cond["Degraded"]["reason"] == reason
@@ -104,8 +111,7 @@ def test_degraded_reasons_come_from_the_pods(pods: list[dict[str, Any]], reason:
 
 
 def test_all_ready_is_ready_and_complete() -> None:
-    update = compute_status(md(), deployment=deployment(), pods=[HEALTHY, HEALTHY], url=URL,
-                            selector=SELECTOR, model="iris", now=T0)
+    update = compute_status(md(), CTX, deployment=deployment(), pods=[HEALTHY, HEALTHY], now=T0)
     status = update.status
     cond = conditions(status)
     assert (cond["Ready"]["status"], cond["Ready"]["reason"]) == ("True", "ReplicasReady")
@@ -122,19 +128,17 @@ def test_all_ready_is_ready_and_complete() -> None:
 
 
 def test_unchanged_status_writes_nothing_and_keeps_transition_times() -> None:
-    first = compute_status(md(), deployment=deployment(), pods=[HEALTHY], url=URL, selector=SELECTOR, now=T0)
-    again = compute_status(md(first.status), deployment=deployment(), pods=[HEALTHY], url=URL,
-                           selector=SELECTOR, now=T1)
+    first = compute_status(md(), CTX, deployment=deployment(), pods=[HEALTHY], now=T0)
+    again = compute_status(md(first.status), CTX, deployment=deployment(), pods=[HEALTHY], now=T1)
     assert again.patch is None
     assert again.transitions == []
     assert again.status == first.status
 
 
 def test_transition_moves_only_the_flipped_condition_time() -> None:
-    healthy = compute_status(md(), deployment=deployment(), pods=[HEALTHY], url=URL, selector=SELECTOR,
-                             now=T0)
-    broken = compute_status(md(healthy.status), deployment=deployment(ready=1), pods=[HEALTHY, IMAGE_PULL],
-                            url=URL, selector=SELECTOR, now=T1)
+    healthy = compute_status(md(), CTX, deployment=deployment(), pods=[HEALTHY], now=T0)
+    broken = compute_status(md(healthy.status), CTX, deployment=deployment(ready=1),
+                            pods=[HEALTHY, IMAGE_PULL], now=T1)
     before, after = conditions(healthy.status), conditions(broken.status)
     assert broken.patch is not None
     assert after["Ready"]["status"] == "False"
@@ -147,15 +151,14 @@ def test_transition_moves_only_the_flipped_condition_time() -> None:
 
 
 def test_new_generation_is_a_change() -> None:
-    first = compute_status(md(), deployment=deployment(), pods=[], url=URL, selector=SELECTOR, now=T0)
-    bumped = compute_status(md(first.status, generation=4), deployment=deployment(), pods=[], url=URL,
-                            selector=SELECTOR, now=T1)
+    first = compute_status(md(), CTX, deployment=deployment(), pods=[], now=T0)
+    bumped = compute_status(md(first.status, generation=4), CTX, deployment=deployment(), pods=[], now=T1)
     assert bumped.patch is not None and bumped.patch["observedGeneration"] == 4
 
 
 def test_rollout_in_progress_is_progressing() -> None:
-    update = compute_status(md(), deployment=deployment(wanted=3, ready=3, updated=1, total=4), pods=[],
-                            url=URL, selector=SELECTOR, now=T0)
+    update = compute_status(md(), CTX, deployment=deployment(wanted=3, ready=3, updated=1, total=4), pods=[],
+                            now=T0)
     cond = conditions(update.status)
     assert (cond["Progressing"]["status"], cond["Progressing"]["reason"]) == ("True", "RollingOut")
     assert cond["Ready"]["status"] == "True"  # the old pods still serve
@@ -163,7 +166,7 @@ def test_rollout_in_progress_is_progressing() -> None:
 
 def test_spec_problem_wins_and_stops_progress() -> None:
     problem = Problem("ModelVolumeMissing", "PersistentVolumeClaim 'models' not found in namespace 'models'")
-    update = compute_status(md(), deployment=None, pods=[], url=None, selector=None, problem=problem, now=T0)
+    update = compute_status(md(), None, deployment=None, pods=[], problem=problem, now=T0)
     cond = conditions(update.status)
     assert (cond["Degraded"]["status"], cond["Degraded"]["reason"]) == ("True", "ModelVolumeMissing")
     assert (cond["Ready"]["status"], cond["Ready"]["reason"]) == ("False", "ModelVolumeMissing")
@@ -174,8 +177,7 @@ def test_spec_problem_wins_and_stops_progress() -> None:
 def test_pod_creation_failure_from_the_deployment() -> None:
     failure = {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
                "message": 'pods "iris-x" is forbidden: violates PodSecurity "restricted:latest"'}
-    update = compute_status(md(), deployment=deployment(ready=0, conditions=[failure]), pods=[], url=URL,
-                            selector=SELECTOR, now=T0)
+    update = compute_status(md(), CTX, deployment=deployment(ready=0, conditions=[failure]), pods=[], now=T0)
     cond = conditions(update.status)
     assert cond["Degraded"]["reason"] == "FailedCreate" and "PodSecurity" in cond["Degraded"]["message"]
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from modelserve_operator.drift import HASH_ANNOTATION, apply_reason, content_hash, parse_quantity, with_hash
+from modelserve_operator.drift import HASH_ANNOTATION, apply_reason, content_hash, with_hash
+from modelserve_operator.quantity import try_parse_quantity as parse_quantity
 
 
 def desired() -> dict[str, Any]:

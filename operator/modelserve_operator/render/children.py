@@ -1,68 +1,70 @@
-"""``render_children``: the one entry point the reconciler calls.
+"""``render``: the one entry point the reconciler calls, walking the child kinds of the kinds table.
 
-It decides which optional children exist (HPA, PDB, Ingress, PodMonitor) and returns the
-objects to apply plus the children to delete, in an order that keeps references valid on
-creation (Deployment first, the HPA after its target, the Ingress after its Service).
+Each child kind (:data:`modelserve_operator.kinds.CHILDREN`, in apply order: Deployment first,
+the HPA after its target, the Ingress after its Service) has exactly one renderer here, which
+returns the object the spec wants, or None when the spec does not want that child: then it is
+listed for deletion. A kind whose API is ``optional`` (PodMonitor) is neither applied nor
+deleted when the cluster does not serve it. Adding a child is a row in the kinds table and a
+renderer in this mapping; a test fails when the two disagree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from modelserve_operator.config import OperatorConfig
-from modelserve_operator.render.common import DesiredChildren, context_for
+from modelserve_operator.kinds import CHILDREN
+from modelserve_operator.render.common import DesiredChildren, Obj, RenderContext, context_for
 from modelserve_operator.render.deployment import render_deployment
 from modelserve_operator.render.hpa import render_hpa
 from modelserve_operator.render.ingress import render_ingress
-from modelserve_operator.render.pdb import render_pdb, wants_pdb
-from modelserve_operator.render.podmonitor import PODMONITOR_API_VERSION, render_podmonitor
+from modelserve_operator.render.pdb import render_pdb
+from modelserve_operator.render.podmonitor import render_podmonitor
 from modelserve_operator.render.service import render_service
 
-# Every (apiVersion, kind) render_children may apply or delete: the RBAC table covers these.
-CHILD_KINDS: tuple[tuple[str, str], ...] = (
-    ("apps/v1", "Deployment"),
-    ("v1", "Service"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"),
-    ("policy/v1", "PodDisruptionBudget"),
-    ("networking.k8s.io/v1", "Ingress"),
-    (PODMONITOR_API_VERSION, "PodMonitor"),
-)
+Renderer = Callable[[RenderContext], Obj | None]
+
+RENDERERS: dict[str, Renderer] = {
+    "Deployment": render_deployment,
+    "Service": render_service,
+    "HorizontalPodAutoscaler": render_hpa,
+    "PodDisruptionBudget": render_pdb,
+    "Ingress": render_ingress,
+    "PodMonitor": render_podmonitor,
+}
+"""kind -> its renderer, for every child kind of the kinds table (and nothing else)."""
+
+# Every (apiVersion, kind) render may apply or delete: the RBAC table covers these.
+CHILD_KINDS: tuple[tuple[str, str], ...] = tuple((k.api_version, k.kind) for k in CHILDREN)
+
+if set(RENDERERS) != {k.kind for k in CHILDREN}:  # pragma: no cover - caught at import in every test
+    raise RuntimeError(f"renderers {sorted(RENDERERS)} do not match the child kinds {CHILD_KINDS}")
+
+
+def render(ctx: RenderContext, *, podmonitor_api: bool = False) -> DesiredChildren:
+    """Every child of the parsed ModelDeployment ``ctx``: objects to apply, children to delete.
+
+    ``podmonitor_api``: whether the cluster serves the optional kinds' API
+    (``monitoring.coreos.com/v1``); without it such a kind is neither applied nor deleted.
+    """
+    out = DesiredChildren()
+    for kind in CHILDREN:
+        if kind.optional and not podmonitor_api:
+            continue
+        obj = RENDERERS[kind.kind](ctx)
+        if obj is None:
+            out.delete.append((kind.api_version, kind.kind, ctx.name))
+        else:
+            out.apply.append(obj)
+    return out
 
 
 def render_children(
     md: Mapping[str, Any], config: OperatorConfig, *, podmonitor_api: bool = False
 ) -> DesiredChildren:
-    """Render every child of the ModelDeployment ``md`` (the whole object: metadata + spec).
+    """Parse the whole ModelDeployment ``md`` (metadata + spec) and :func:`render` it.
 
-    ``podmonitor_api``: whether ``monitoring.coreos.com/v1`` PodMonitor exists in the cluster;
-    without it a PodMonitor is neither applied nor deleted.
-    Raises ``pydantic.ValidationError`` for an invalid spec.
+    Raises ``pydantic.ValidationError`` for an invalid spec, ``ValueError`` for missing metadata.
     """
-    ctx = context_for(md, config)
-    out = DesiredChildren()
-    out.apply.append(render_deployment(ctx))
-    out.apply.append(render_service(ctx))
-
-    if ctx.spec.scaling.autoscaled:
-        out.apply.append(render_hpa(ctx))
-    else:
-        out.delete.append(("autoscaling/v2", "HorizontalPodAutoscaler", ctx.name))
-
-    if wants_pdb(ctx):
-        out.apply.append(render_pdb(ctx))
-    else:
-        out.delete.append(("policy/v1", "PodDisruptionBudget", ctx.name))
-
-    ingress = render_ingress(ctx)
-    if ingress is not None:
-        out.apply.append(ingress)
-    else:
-        out.delete.append(("networking.k8s.io/v1", "Ingress", ctx.name))
-
-    if podmonitor_api:
-        if ctx.spec.monitoring.pod_monitor:
-            out.apply.append(render_podmonitor(ctx))
-        else:
-            out.delete.append((PODMONITOR_API_VERSION, "PodMonitor", ctx.name))
-    return out
+    return render(context_for(md, config), podmonitor_api=podmonitor_api)

@@ -1,8 +1,11 @@
 """What every renderer shares: the resolved context, object metadata and the result type.
 
-``RenderContext`` resolves the defaults that depend on the operator configuration or on
-metadata (model name = metadata.name, image by GPU count, GPU resource) exactly once, so the
-Deployment, Service, HPA, ... cannot disagree about them.
+``RenderContext`` is a ModelDeployment parsed once: the reconciler builds it at the top of a
+pass (:func:`context_for`) and hands the same object to rendering, status, replica seeding
+and failure reporting. It resolves every fact that depends on the operator configuration or
+on metadata (model name = metadata.name, image by GPU count, GPU resource, URL, selector,
+the pvc:// claim) exactly once, so the Deployment, the Service, the status and the reconciler
+cannot disagree about them, and nothing downstream re-reads the raw dict.
 """
 
 from __future__ import annotations
@@ -10,19 +13,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
+import modelserve_contract as contract
 from modelserve_operator.api import API_VERSION, KIND, ModelDeploymentSpec, parse_spec
 from modelserve_operator.config import OperatorConfig
 from modelserve_operator.render import labels
 
-# Ports the server container listens on; the Service maps the spec's ports onto them, so a
-# user may expose port 80 without the (non-root) server binding a privileged port.
-HTTP_CONTAINER_PORT = 8080
-GRPC_CONTAINER_PORT = 8081
-METRICS_PATH = "/metrics"
-READY_PATH = "/v2/health/ready"
-LIVE_PATH = "/v2/health/live"
-MODELS_DIR = "/models"
+# Ports the server container listens on (the server's own defaults, from the shared contract);
+# the Service maps the spec's ports onto them, so a user may expose port 80 without the
+# (non-root) server binding a privileged port.
+HTTP_CONTAINER_PORT = contract.HTTP_PORT
+GRPC_CONTAINER_PORT = contract.GRPC_PORT
+METRICS_PATH = contract.METRICS_PATH
+READY_PATH = contract.READY_PATH
+LIVE_PATH = contract.LIVE_PATH
+MODELS_DIR = contract.MODELS_DIR
 
 Obj = dict[str, Any]
 
@@ -74,6 +80,37 @@ class RenderContext:
         return labels.selector_labels(self.name)
 
     @property
+    def selector_string(self) -> str:
+        """The selector as a string (``status.selector``, read by the scale subresource)."""
+        return labels.selector_string(self.selector)
+
+    @property
+    def url(self) -> str:
+        """Cluster-local inference URL: ``http://<svc>.<ns>.svc:<port>/v2/models/<name>``."""
+        return (
+            f"http://{self.name}.{self.namespace}.svc:{self.spec.service.http_port}"
+            f"/v2/models/{self.model_name}"
+        )
+
+    @property
+    def pvc_claim(self) -> str | None:
+        """The claim of a ``pvc://<claim>/<path>`` model (mounted, never fetched), else None."""
+        parts = urlsplit(self.spec.model.uri)
+        return parts.netloc if parts.scheme == "pvc" else None
+
+    @property
+    def model_path(self) -> str:
+        """Where the server finds the model inside the pod.
+
+        Fetched URIs land where ``modelserve fetch`` puts them (the shared contract); a
+        ``pvc://claim/p`` model is the claim mounted at ``/models``, so the path is ``/models/p``.
+        """
+        parts = urlsplit(self.spec.model.uri)
+        if parts.scheme == "pvc":
+            return f"{MODELS_DIR}/{parts.path.lstrip('/')}"
+        return contract.fetched_model_path(self.spec.model.uri, MODELS_DIR)
+
+    @property
     def labels(self) -> dict[str, str]:
         return labels.common_labels(self.name, self.spec.model.version)
 
@@ -120,27 +157,3 @@ def context_for(md: Mapping[str, Any], config: OperatorConfig) -> RenderContext:
         spec=parse_spec(md.get("spec") or {}),
         config=config,
     )
-
-
-def model_name_for(md: Mapping[str, Any]) -> str:
-    """The model's name in the inference API (``spec.model.name`` or ``metadata.name``)."""
-    meta = _metadata(md)
-    spec = md.get("spec") or {}
-    name = (spec.get("model") or {}).get("name")
-    return str(name or meta["name"])
-
-
-def url_for(md: Mapping[str, Any]) -> str:
-    """Cluster-local inference URL: ``http://<svc>.<ns>.svc:<port>/v2/models/<name>``."""
-    meta = _metadata(md)
-    spec = parse_spec(md.get("spec") or {})
-    namespace = meta.get("namespace") or "default"
-    return (
-        f"http://{meta['name']}.{namespace}.svc:{spec.service.http_port}"
-        f"/v2/models/{spec.model.name or meta['name']}"
-    )
-
-
-def selector_for(md: Mapping[str, Any]) -> str:
-    """Label selector of the pods, as a string (``status.selector``, scale subresource)."""
-    return labels.selector_string(str(_metadata(md)["name"]))

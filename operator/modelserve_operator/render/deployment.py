@@ -17,11 +17,10 @@ scaling it is left out, so the operator's server-side apply never fights the HPA
 
 from __future__ import annotations
 
-import re
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
-from modelserve_operator.api import parse_quantity
+import modelserve_contract as contract
+from modelserve_operator.quantity import parse_quantity
 from modelserve_operator.render.common import (
     GRPC_CONTAINER_PORT,
     HTTP_CONTAINER_PORT,
@@ -34,43 +33,14 @@ from modelserve_operator.render.common import (
 )
 from modelserve_operator.render.labels import pod_labels
 
-RUN_AS_USER = 1000
+# The image's user (Dockerfile USER): the pods run as it, so files it owns stay readable.
+RUN_AS_USER = contract.SERVER_UID
 PRE_STOP_SECONDS = 5
 # Extra grace beyond preStop + drain, for the process to exit after draining.
 GRACE_MARGIN_SECONDS = 15
 CACHE_DIR = "/var/cache/modelserve"
 SERVER_CONTAINER = "server"
 FETCH_CONTAINER = "fetch"
-
-_SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def _safe_name(raw: str, default: str) -> str:
-    # Mirrors modelserve_server.fetch: DEST_DIR/<last path component, unsafe chars as "_">.
-    name = _SAFE_NAME_RE.sub("_", unquote(raw))
-    return default if name in ("", ".", "..") else name
-
-
-def model_path(uri: str) -> str:
-    """Where the server finds the model inside the pod.
-
-    Fetched URIs land at ``/models/<last path component>`` (the fetch contract); a ``pvc://claim/p``
-    model is the claim mounted at ``/models``, so the path is ``/models/p``.
-    """
-    parts = urlsplit(uri)
-    if parts.scheme == "pvc":
-        return f"{MODELS_DIR}/{parts.path.lstrip('/')}"
-    path = parts.path.rstrip("/") if parts.scheme else uri.split("#", 1)[0].rstrip("/")
-    last = path.rsplit("/", 1)[-1]
-    default = "model.onnx" if parts.scheme in ("http", "https") else "model"
-    return f"{MODELS_DIR}/{_safe_name(last, default)}"
-
-
-def pvc_claim(uri: str) -> str | None:
-    """The claim name of a ``pvc://claim/path`` URI, else ``None``."""
-    parts = urlsplit(uri)
-    return parts.netloc if parts.scheme == "pvc" else None
-
 
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
@@ -86,7 +56,7 @@ def server_args(ctx: RenderContext) -> list[str]:
     args = [
         "serve",
         "--model",
-        f"{ctx.model_name}={model_path(ctx.spec.model.uri)}",
+        f"{ctx.model_name}={ctx.model_path}",
         "--host",
         "0.0.0.0",
         "--http-port",
@@ -246,7 +216,7 @@ def _tolerations(ctx: RenderContext) -> list[Obj]:
 
 
 def _volumes(ctx: RenderContext) -> list[Obj]:
-    claim = pvc_claim(ctx.spec.model.uri)
+    claim = ctx.pvc_claim
     models: Obj = (
         {"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
         if claim
@@ -285,7 +255,7 @@ def _pod_spec(ctx: RenderContext) -> Obj:
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     pod["terminationGracePeriodSeconds"] = termination_grace_seconds(ctx)
-    if not pvc_claim(ctx.spec.model.uri):
+    if not ctx.pvc_claim:
         pod["initContainers"] = [_fetch_container(ctx)]
     pod["containers"] = [_server_container(ctx)]
     pod["volumes"] = _volumes(ctx)

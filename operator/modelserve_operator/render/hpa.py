@@ -53,8 +53,11 @@ def metric_spec(metric: str, target: float) -> Obj:
     }
 
 
-def render_hpa(ctx: RenderContext) -> Obj:
+def render_hpa(ctx: RenderContext) -> Obj | None:
+    """The HPA, or None when the replica count is fixed (min == max) or zero."""
     scaling = ctx.spec.scaling
+    if not scaling.autoscaled:
+        return None
     target = scaling.target if scaling.target is not None else DEFAULT_TARGETS[scaling.metric]
     return {
         "apiVersion": "autoscaling/v2",

@@ -33,9 +33,11 @@ def selector_labels(md_name: str) -> dict[str, str]:
     return {NAME_LABEL: APP_NAME, MODELDEPLOYMENT_LABEL: md_name}
 
 
-def selector_string(md_name: str) -> str:
-    """The selector as a label-selector string (``status.selector`` for the scale subresource)."""
-    return ",".join(f"{key}={value}" for key, value in sorted(selector_labels(md_name).items()))
+def selector_string(selector: Mapping[str, str] | str) -> str:
+    """Labels as a label-selector string, sorted (``status.selector`` for the scale subresource)."""
+    if isinstance(selector, str):
+        return selector
+    return ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
 
 
 def common_labels(md_name: str, model_version: str) -> dict[str, str]:

@@ -15,7 +15,10 @@ def wants_pdb(ctx: RenderContext) -> bool:
     return scaling.min_replicas >= 1 and scaling.max_replicas > 1
 
 
-def render_pdb(ctx: RenderContext) -> Obj:
+def render_pdb(ctx: RenderContext) -> Obj | None:
+    """The PDB, or None when at most one replica can exist."""
+    if not wants_pdb(ctx):
+        return None
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
