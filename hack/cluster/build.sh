@@ -7,7 +7,8 @@
 #   - etcd: module hack/cluster/etcd pins go.etcd.io/etcd/server/v3 (same reason: replace directives);
 #   - kwok + kwokctl: `go install sigs.k8s.io/kwok/cmd/...@v0.8.0` (no replace directives);
 #   - prometheus-adapter: module hack/cluster/adapter pins sigs.k8s.io/prometheus-adapter (`go install
-#     ...@version` asks the proxy for the version list, which the proxy here refuses).
+#     ...@version` asks the proxy for the version list, which the proxy here refuses);
+#   - kube-state-metrics: module hack/cluster/kube-state-metrics (the dashboard's replica series).
 # Each component is built into a `.partial` directory and renamed when complete, so an interrupted
 # build never looks finished. Idempotent: a second run only checks. Build time and peak memory
 # (GNU time -v) go to ~/.cache/modelserve/build-logs/<component>.log.
@@ -125,13 +126,32 @@ build_adapter() {
   promote "$partial" "$final"
 }
 
+KSM_VERSION="$(awk '$1 == "require" && $2 == "k8s.io/kube-state-metrics/v2" {print $3}' "$HERE/kube-state-metrics/go.mod")"
+
+build_ksm() {
+  local final="$CACHE/kube-state-metrics-$KSM_VERSION" partial="$CACHE/kube-state-metrics-$KSM_VERSION.partial"
+  local log="$LOGS/kube-state-metrics.log"
+  ksm_ok() { local out; out="$("$1/kube-state-metrics" --version 2>&1 || true)"; [[ "$out" == *kube-state-metrics* ]]; }
+  if [ -x "$final/kube-state-metrics" ] && ksm_ok "$final"; then
+    echo "cluster-build: kube-state-metrics $KSM_VERSION cached"; return; fi
+  mkdir -p "$partial"
+  local start=$SECONDS
+  echo "cluster-build: building kube-state-metrics $KSM_VERSION (log $log)"
+  (cd "$HERE/kube-state-metrics" && timed "$log" go build -trimpath -ldflags "-s -w" \
+     -o "$partial/kube-state-metrics" k8s.io/kube-state-metrics/v2)
+  echo "kube-state-metrics build seconds: $((SECONDS - start))" >>"$log"
+  ksm_ok "$partial" || { echo "cluster-build: kube-state-metrics fails --version" >&2; exit 1; }
+  promote "$partial" "$final"
+}
+
 case "${1:-all}" in
-  all) build_k8s; build_etcd; build_kwok; build_adapter ;;
+  all) build_k8s; build_etcd; build_kwok; build_adapter; build_ksm ;;
   adapter) build_adapter ;;
+  kube-state-metrics) build_ksm ;;
   k8s) build_k8s ;;
   etcd) build_etcd ;;
   kwok) build_kwok ;;
   versions) echo "K8S_VERSION=$K8S_VERSION ETCD_VERSION=$ETCD_VERSION KWOK_VERSION=$KWOK_VERSION ADAPTER_VERSION=$ADAPTER_VERSION" ;;
-  *) echo "usage: $0 [all|k8s|etcd|kwok|adapter|versions]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|k8s|etcd|kwok|adapter|kube-state-metrics|versions]" >&2; exit 2 ;;
 esac
 echo "cluster-build: ok ($CACHE: k8s $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION)"

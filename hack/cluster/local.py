@@ -91,6 +91,11 @@ class Layout:
         return _pinned(ROOT / "hack" / "cluster" / "adapter" / "go.mod", "sigs.k8s.io/prometheus-adapter")
 
     @property
+    def ksm_version(self) -> str:
+        go_mod = ROOT / "hack" / "cluster" / "kube-state-metrics" / "go.mod"
+        return _pinned(go_mod, "k8s.io/kube-state-metrics/v2")
+
+    @property
     def etcd_version(self) -> str:
         return _pinned(ROOT / "hack" / "cluster" / "etcd" / "go.mod", "go.etcd.io/etcd/server/v3")
 
@@ -338,6 +343,7 @@ def _start_real_node(layout: Layout, timeout: float) -> None:
               f"{time.monotonic() - started:.1f}s", flush=True)
         started = time.monotonic()
         monitoring.start(layout.node, adapter=monitoring.adapter_binary(layout.cache, layout.adapter_version),
+                         ksm=monitoring.ksm_binary(layout.cache, layout.ksm_version),
                          kubectl_path=layout.kubectl, timeout=timeout, kubectl=_real_node_kubectl(layout))
     except realnode.NodeError as exc:
         raise ClusterError(f"real node: {exc}") from exc

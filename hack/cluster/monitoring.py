@@ -51,9 +51,13 @@ def prometheus_config(node: realnode.Node) -> str:
         "job_name": "modelserve-pods",
         "file_sd_configs": [{"files": [str(node.dir / "pod-targets.json")], "refresh_interval": "5s"}],
     }
+    # kube-state-metrics: the Deployment and HPA replica series of the chart's dashboard. Its own
+    # `namespace`, `deployment`, `horizontalpodautoscaler` labels are the objects', kept as they are.
+    ksm = {"job_name": "kube-state-metrics", "honor_labels": True,
+           "static_configs": [{"targets": [f"127.0.0.1:{ports(node)['kube-state-metrics']}"]}]}
     return json.dumps({"global": {"scrape_interval": f"{SCRAPE_INTERVAL_S}s",
                                   "evaluation_interval": f"{SCRAPE_INTERVAL_S}s"},
-                       "scrape_configs": [scrape]}, indent=2) + "\n"
+                       "scrape_configs": [scrape, ksm]}, indent=2) + "\n"
 
 
 def registration(adapter_port: int) -> dict[str, Any]:
@@ -89,13 +93,22 @@ def adapter_binary(cache: Path, version: str) -> Path:
     return cache / f"prometheus-adapter-{version}" / "adapter"
 
 
-def start(node: realnode.Node, *, adapter: Path, kubectl_path: Path, timeout: float, kubectl: Any) -> None:
+def ksm_binary(cache: Path, version: str) -> Path:
+    return cache / f"kube-state-metrics-{version}" / "kube-state-metrics"
+
+
+def start(node: realnode.Node, *, adapter: Path, ksm: Path, kubectl_path: Path, timeout: float,
+          kubectl: Any) -> None:
     """Start Prometheus and the adapter (idempotent) and register the APIService."""
     if shutil.which("prometheus") is None:
         raise realnode.NodeError("prometheus is not installed (`make setup` installs Debian's package)")
     if not adapter.exists():
         raise realnode.NodeError(f"{adapter} is missing (`make cluster-build` builds prometheus-adapter)")
-    known = ports(node) or {"prometheus": _free_port("127.0.0.1"), "adapter": _free_port(realnode.NODE_IP)}
+    if not ksm.exists():
+        raise realnode.NodeError(f"{ksm} is missing (`make cluster-build` builds kube-state-metrics)")
+    known = ports(node) or {"prometheus": _free_port("127.0.0.1"), "adapter": _free_port(realnode.NODE_IP),
+                            "kube-state-metrics": _free_port("127.0.0.1"),
+                            "kube-state-metrics-telemetry": _free_port("127.0.0.1")}
     (node.dir / "monitoring.json").write_text(json.dumps(known))
     (node.dir / "prometheus.yml").write_text(prometheus_config(node))
     if realnode._pid_of(node, "pod-discovery") is None:
@@ -104,6 +117,15 @@ def start(node: realnode.Node, *, adapter: Path, kubectl_path: Path, timeout: fl
             sys.executable, "-m", "hack.cluster.podsd", f"--kubectl={kubectl_path}",
             f"--kubeconfig={node.kubeconfig}", f"--node={realnode.NODE_NAME}",
             f"--out={node.dir / 'pod-targets.json'}"], cwd=ROOT)
+    if realnode._pid_of(node, "kube-state-metrics") is None:
+        proc = realnode._spawn(node, "kube-state-metrics", [
+            str(ksm), f"--kubeconfig={node.kubeconfig}", "--host=127.0.0.1",
+            f"--port={known['kube-state-metrics']}",
+            "--telemetry-host=127.0.0.1", f"--telemetry-port={known['kube-state-metrics-telemetry']}",
+            "--resources=deployments,horizontalpodautoscalers,pods"])
+        realnode.wait_component("kube-state-metrics", lambda: realnode._http_ok(
+            f"http://127.0.0.1:{known['kube-state-metrics']}/healthz"), timeout,
+            node.log("kube-state-metrics"), proc.poll)
     if realnode._pid_of(node, "prometheus") is None:
         proc = realnode._spawn(node, "prometheus", [
             shutil.which("prometheus") or "prometheus", f"--config.file={node.dir / 'prometheus.yml'}",
@@ -135,5 +157,5 @@ def start(node: realnode.Node, *, adapter: Path, kubectl_path: Path, timeout: fl
 
 
 def stop(node: realnode.Node) -> None:
-    for component in ("prometheus-adapter", "prometheus", "pod-discovery"):
+    for component in ("prometheus-adapter", "prometheus", "kube-state-metrics", "pod-discovery"):
         realnode._stop(node, component)
