@@ -130,7 +130,6 @@ def serve_main(argv: list[str]) -> int:
         grpc_port=args.grpc_port,
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
-        providers=args.providers,
         intra_op_threads=args.intra_op_threads,
         max_request_bytes=args.max_request_bytes,
         drain_seconds=args.drain_seconds,

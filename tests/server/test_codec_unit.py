@@ -17,9 +17,9 @@ from hypothesis.extra import numpy as hnp
 
 from modelserve_server.datatypes import V2_TO_NUMPY, v2_datatype
 from modelserve_server.errors import InvalidInput
-from modelserve_server.protocol.binary import decode_tensor, encode_tensor
-from modelserve_server.protocol.codec import decode_infer_request, encode_infer_response
-from modelserve_server.protocol.jsonload import FAST_PATH_MIN_BYTES
+from modelserve_server.protocol.rest.codec import decode_infer_request, encode_infer_response
+from modelserve_server.protocol.rest.jsonload import FAST_PATH_MIN_BYTES
+from modelserve_server.protocol.tensor import decode_tensor, encode_tensor
 from modelserve_server.types import InferOutput, InferRequest, InferResponse, RequestedOutput
 
 FIXED = [dt for dt in V2_TO_NUMPY if dt != "BYTES"]
@@ -207,7 +207,7 @@ def test_fast_json_path_is_used_for_large_tensors() -> None:
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3, 32, 32],
                                    "data": x.ravel().tolist()}]}).encode()  # fmt: skip
-    from modelserve_server.protocol import jsonload
+    from modelserve_server.protocol.rest import jsonload
 
     assert jsonload.simdjson is not None and len(body) > jsonload.FAST_PATH_MIN_BYTES
     doc = jsonload.load_request(body)
@@ -221,8 +221,8 @@ def test_fast_json_path_is_used_for_large_tensors() -> None:
 def test_raw_bool_bytes_other_than_zero_are_true_on_both_transports() -> None:
     """HTTP's binary extension and gRPC's raw contents share one decoder: a BOOL byte of 2 is a
     valid True (not an invalid numpy bool), and the gRPC encoder writes what HTTP's writes."""
-    from modelserve_server.protocol.binary import decode_tensor, encode_tensor
     from modelserve_server.protocol.grpc.codec import encode_raw
+    from modelserve_server.protocol.tensor import decode_tensor, encode_tensor
 
     decoded = decode_tensor(memoryview(b"\x00\x02\x01"), "BOOL", (3,), "b")
     assert decoded.dtype == np.bool_

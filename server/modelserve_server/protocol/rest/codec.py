@@ -9,7 +9,7 @@ Why here and not in the FastAPI handlers: this is where every client mistake mus
 * An input carries either ``data`` (flat or nested JSON, BYTES as strings) or
   ``parameters.binary_data_size`` (its bytes are the next slice of the binary section, in input
   order). Leftover binary bytes are an error.
-* Sizes are compared as Python integers before any allocation (see :mod:`.binary`), JSON numbers are
+* Sizes are compared as Python integers before any allocation (see :mod:`..tensor`), JSON numbers are
   converted by numpy in C (``np.array(list, dtype)``), binary tensors are zero-copy views.
 * Outputs are binary when the output asks ``binary_data: true``, or when it does not say and the
   request's ``binary_data_output`` parameter is true. JSON outputs are serialised by orjson straight
@@ -22,6 +22,7 @@ This module imports no web framework: the gRPC front end and tests use it withou
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,23 +30,31 @@ import orjson
 
 from modelserve_server.datatypes import BYTES, V2_TO_NUMPY
 from modelserve_server.errors import InvalidInput
-from modelserve_server.protocol.binary import check_shape, decode_tensor, element_count, encode_tensor
-from modelserve_server.protocol.jsonload import load_request
+from modelserve_server.parsing import ascii_uint
+from modelserve_server.protocol.rest.jsonload import load_request
+from modelserve_server.protocol.tensor import (
+    check_bytes_count,
+    check_shape,
+    decode_tensor,
+    element_count,
+    encode_tensor,
+)
 from modelserve_server.types import InferInput, InferRequest, InferResponse, RequestedOutput
 
 HEADER_LENGTH = "inference-header-content-length"
 MAX_JSON_DEPTH = 10
 _NUMPY_OPTION = orjson.OPT_SERIALIZE_NUMPY
+#: The model's signature check: (input name, datatype, shape) -> None or InvalidInput.
+InputCheck = Callable[[str, str, tuple[int, ...]], None]
 
 
 def parse_header_length(value: str | None, body_length: int) -> int | None:
     """The ``Inference-Header-Content-Length`` value checked against the body; None when absent."""
     if value is None:
         return None
-    text = value.strip()
-    if not text.isdigit() or len(text) > 19:
+    length = ascii_uint(value.strip(" \t"))
+    if length is None:
         raise InvalidInput(f"Inference-Header-Content-Length {value!r} is not a non-negative integer")
-    length = int(text)
     if length > body_length:
         raise InvalidInput(
             f"Inference-Header-Content-Length {length} exceeds the body of {body_length} bytes"
@@ -125,6 +134,7 @@ def decode_json_data(data: object, datatype: str, shape: tuple[int, ...], tensor
     count = element_count(shape)
     max_depth = max(1, len(shape))
     if datatype == BYTES:
+        check_bytes_count(count, tensor)
         flat = _strings(data, max_depth, tensor)
         if len(flat) != count:
             raise InvalidInput(
@@ -206,11 +216,18 @@ def _outputs(doc: dict[str, Any]) -> list[RequestedOutput]:
 
 
 def decode_infer_request(
-    body: bytes, header_length: int | None, model: str, version: str | None, *, fast_json: bool = True
+    body: bytes,
+    header_length: int | None,
+    model: str,
+    version: str | None,
+    *,
+    fast_json: bool = True,
+    check: InputCheck | None = None,
 ) -> InferRequest:
     """Decode a REST inference body (``header_length``: see :func:`parse_header_length`).
 
-    ``fast_json=False`` parses with orjson only (see :mod:`.jsonload`; tests compare both paths).
+    ``check(name, datatype, shape)`` (the model's signature) runs on each input before its data is
+    decoded. ``fast_json=False`` parses with orjson only (see :mod:`.jsonload`; tests compare both).
     """
     view = memoryview(body)
     json_part = view if header_length is None else view[:header_length]
@@ -239,7 +256,9 @@ def decode_infer_request(
             raise InvalidInput(
                 f"input {name!r}: unknown datatype {datatype!r} (one of {', '.join(V2_TO_NUMPY)})"
             )
-        shape = check_shape(entry.get("shape"), name)
+        shape = check_shape(entry.get("shape"), name, datatype)
+        if check is not None:
+            check(name, datatype, shape)
         params = _parameters(entry, f"input {name!r}")
         size = params.get("binary_data_size")
         if size is not None:
