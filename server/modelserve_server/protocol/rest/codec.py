@@ -296,7 +296,16 @@ def _json_data(array: np.ndarray, datatype: str, name: str) -> Any:
             raise InvalidInput(
                 f"output {name!r} holds bytes that are not UTF-8; request it with binary_data: true"
             ) from None
-    return np.ascontiguousarray(array).reshape(-1)
+    flat = np.ascontiguousarray(array).reshape(-1)
+    if flat.dtype.kind == "f" and flat.size and not bool(np.isfinite(flat).all()):
+        # JSON has no NaN or infinity (orjson would write null: a plausible wrong answer). Binary
+        # outputs carry them exactly, so the client is told how to get them.
+        bad = int(np.argmin(np.isfinite(flat)))
+        raise InvalidInput(
+            f"output {name!r} holds {flat[bad]} at element {bad}, which JSON cannot carry; "
+            "request it with binary_data: true"
+        )
+    return flat
 
 
 def encode_infer_response(resp: InferResponse, req: InferRequest) -> tuple[bytes, int | None]:

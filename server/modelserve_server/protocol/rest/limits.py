@@ -75,6 +75,15 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
         raise InvalidInput(f"cannot decompress the {encoding} request body: {exc}") from None
     if len(out) > limit or decoder.unconsumed_tail:
         raise PayloadTooLarge(f"decompressed request body exceeds --max-request-bytes {limit}")
+    if not decoder.eof:
+        raise InvalidInput(f"the {encoding} request body is truncated")
+    if decoder.unused_data:
+        # zlib stops after the first gzip member; a second one (or any trailing bytes) would be
+        # ignored silently, so the client would be answered for a body it did not mean.
+        raise InvalidInput(
+            f"{len(decoder.unused_data)} bytes follow the end of the {encoding} stream "
+            "(a second gzip member or trailing data): send one member"
+        )
     return out
 
 
