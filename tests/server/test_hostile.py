@@ -155,6 +155,7 @@ def test_large_json_body_peak_memory_is_bounded(
         prober.join(30)
     assert r.status_code == 200, r.text[:300]
     grown = _rss(server.process.pid, "VmHWM") - before
+    print(f"peak growth {grown} B, body {len(body)} B ({grown / len(body):.1f}x), decoded {decoded} B")
     # README, limits: one JSON request peaks within 3x its body plus twice its decoded tensors.
     assert grown <= 3 * len(body) + 2 * decoded, (grown, len(body), decoded)
     assert health_ok and all(health_ok), health_ok
@@ -206,7 +207,8 @@ STRICT = [
     ("bool-as-fp32", "mlp", js({"inputs": [{**GOOD["inputs"][0], "data": [True, *X64[1:]]}]}),
      "element 0"),
     ("int-as-bool", "multi",
-     js({"inputs": [{"name": "d", "datatype": "BOOL", "shape": [1, 3], "data": [True, 1, False]}]}), "element 1"),
+     js({"inputs": [{"name": "d", "datatype": "BOOL", "shape": [1, 3], "data": [True, 1, False]}]}),
+     "element 1"),
     # The same mistakes in bodies large enough for the fast JSON path.
     ("float-as-int64-large", "multi", _c_input([1] * 3999 + [2.5], rows=2000), "element 3999"),
     ("bool-as-fp32-large", "mlp",

@@ -10,7 +10,8 @@ Why here and not in the FastAPI handlers: this is where every client mistake mus
   ``parameters.binary_data_size`` (its bytes are the next slice of the binary section, in input
   order). Leftover binary bytes are an error.
 * Sizes are compared as Python integers before any allocation (see :mod:`..tensor`), JSON numbers are
-  converted by numpy in C (``np.array(list, dtype)``), binary tensors are zero-copy views.
+  checked and converted strictly by :mod:`.numbers` (large bodies without a Python object per
+  element), binary tensors are zero-copy views.
 * Outputs are binary when the output asks ``binary_data: true``, or when it does not say and the
   request's ``binary_data_output`` parameter is true. JSON outputs are serialised by orjson straight
   from numpy. A response never carries ``"parameters": null`` (perf_analyzer rejects it).
@@ -31,7 +32,8 @@ import orjson
 from modelserve_server.datatypes import BYTES, V2_TO_NUMPY
 from modelserve_server.errors import InvalidInput
 from modelserve_server.parsing import ascii_uint
-from modelserve_server.protocol.rest.jsonload import load_request
+from modelserve_server.protocol.rest.jsonload import DataSpan, load_request
+from modelserve_server.protocol.rest.numbers import decode_list, decode_span
 from modelserve_server.protocol.tensor import (
     check_bytes_count,
     check_shape,
@@ -130,11 +132,17 @@ def _strings(data: object, max_depth: int, tensor: str) -> list[bytes]:
 
 
 def decode_json_data(data: object, datatype: str, shape: tuple[int, ...], tensor: str) -> np.ndarray:
-    """A tensor from JSON ``data`` (flat or nested) that must hold exactly ``prod(shape)`` elements."""
+    """A tensor from JSON ``data`` (flat or nested) that must hold exactly ``prod(shape)`` elements.
+
+    ``data`` is a plain JSON value (small bodies) or a :class:`~.jsonload.DataSpan` (large ones);
+    numeric datatypes are decoded strictly by :mod:`.numbers`.
+    """
     count = element_count(shape)
     max_depth = max(1, len(shape))
     if datatype == BYTES:
         check_bytes_count(count, tensor)
+        if isinstance(data, DataSpan):
+            data = data.parse(max_elements=count)
         flat = _strings(data, max_depth, tensor)
         if len(flat) != count:
             raise InvalidInput(
@@ -143,56 +151,9 @@ def decode_json_data(data: object, datatype: str, shape: tuple[int, ...], tensor
         array = np.empty(count, dtype=object)
         array[:] = flat
         return array.reshape(shape)
-    if isinstance(data, np.ndarray):  # a flat numeric array from the fast JSON path
-        return _from_fast_array(data, datatype, shape, tensor)
-    if not isinstance(data, list):
-        if isinstance(data, bool | int | float):
-            data = [data]
-        else:
-            raise InvalidInput(f"input {tensor!r}: 'data' must be a list of numbers")
-    dtype = V2_TO_NUMPY[datatype]
-    try:
-        if datatype == "BOOL":
-            # np.array(["false"], dtype=bool) would be True: only booleans and 0/1 integers count.
-            array = np.array(data)
-            kind = array.dtype.kind
-            if array.size and kind != "b" and (kind not in "iu" or not bool(np.isin(array, (0, 1)).all())):
-                raise InvalidInput(f"input {tensor!r}: BOOL data must hold true/false")
-            array = array.astype(np.bool_)
-        else:
-            with np.errstate(over="raise"):  # 1e300 as FP16 is a client error, not a silent inf
-                array = np.array(data, dtype=dtype)
-    except InvalidInput:
-        raise
-    except (ValueError, TypeError, OverflowError, FloatingPointError) as exc:
-        raise InvalidInput(f"input {tensor!r}: data is not valid {datatype}: {exc}") from None
-    if array.ndim > max_depth:
-        raise InvalidInput(f"input {tensor!r}: data nests deeper than its shape {list(shape)}")
-    if array.size != count:
-        raise InvalidInput(
-            f"input {tensor!r}: {array.size} elements of data, but shape {list(shape)} needs {count}"
-        )
-    return array.reshape(shape)
-
-
-def _from_fast_array(data: np.ndarray, datatype: str, shape: tuple[int, ...], tensor: str) -> np.ndarray:
-    """Convert a 1-D float64/int64/uint64 array to the tensor's dtype, refusing values out of range."""
-    count = element_count(shape)
-    if data.size != count:
-        raise InvalidInput(
-            f"input {tensor!r}: {data.size} elements of data, but shape {list(shape)} needs {count}"
-        )
-    dtype = V2_TO_NUMPY[datatype]
-    if dtype.kind in "iu" and data.size:
-        info = np.iinfo(dtype.name)
-        if int(data.min()) < info.min or int(data.max()) > info.max:
-            raise InvalidInput(f"input {tensor!r}: data is not valid {datatype}: value out of range")
-    try:
-        with np.errstate(over="raise"):
-            array = data.astype(dtype, copy=False)
-    except FloatingPointError as exc:
-        raise InvalidInput(f"input {tensor!r}: data is not valid {datatype}: {exc}") from None
-    return array.reshape(shape)
+    if isinstance(data, DataSpan):
+        return decode_span(data, datatype, shape, tensor)
+    return decode_list(data, datatype, shape, tensor)
 
 
 def _outputs(doc: dict[str, Any]) -> list[RequestedOutput]:
@@ -230,7 +191,7 @@ def decode_infer_request(
     decoded. ``fast_json=False`` parses with orjson only (see :mod:`.jsonload`; tests compare both).
     """
     view = memoryview(body)
-    json_part = view if header_length is None else view[:header_length]
+    json_part = body if header_length is None else view[:header_length]  # no copy of a JSON body
     binary = None if header_length is None else view[header_length:]
     doc = load_request(json_part, fast=fast_json)
     if not isinstance(doc, dict):

@@ -1,50 +1,66 @@
-"""Parse a V2 JSON request, landing large numeric tensor ``data`` in numpy without Python floats.
+"""Parse a V2 JSON request with bounded memory: tensor ``data`` becomes a lazy span, never Python numbers.
 
-Why: for a [1,3,224,224] FP32 tensor sent as JSON, ``orjson.loads`` builds 150 528 Python floats
-(about 7 ms) and numpy then converts them (2 ms more); that is longer than the CNN's own compute and
-it runs on the event loop. pysimdjson parses the same document and copies a flat numeric array
-straight into a buffer (``as_buffer``) in about 3 ms.
+Why: a general JSON parser builds one object per element (orjson: a Python float, 24-32 bytes; simdjson:
+a 16-byte tape slot plus 4 bytes per structural character), so a 64 MiB body of short numbers
+(``1,1,1,...``) peaked at 18x its size. Here the document's structure (small) is parsed in Python, and
+the value of every ``"data"`` key that is an array is *not* parsed: it becomes a :class:`DataSpan`, the
+byte range of the array in the body. :mod:`.numbers` decodes a span straight into numpy once the
+input's datatype and shape are known, with every element checked (JSON grammar, integer or not,
+range) and a bad element named by its index.
 
-The rules that keep this safe:
+The rules that keep this exact:
 
-* Only ``inputs[i].data`` gets the fast treatment, only when it is a *flat* array and the input's
-  datatype is a float or integer type; everything else in the document becomes plain Python values,
-  exactly what orjson would have produced.
-* A ``data`` array the fast path cannot take (nested, mixed types, booleans, out of int64 range) is
-  converted with ``as_list()`` and decoded the ordinary way.
-* Any document simdjson refuses (malformed, too deep, invalid UTF-8, numbers it cannot represent) is
-  re-parsed by orjson, which then either accepts it or produces the error message. So what is
-  accepted never depends on which parser ran, only how fast.
-* Small bodies (the MLP case) go to orjson directly: there the difference is microseconds.
-
-Fast-path ``data`` values are 1-D ``float64``/``int64``/``uint64`` arrays; :func:`.codec.decode_json_data`
-converts them to the tensor's dtype with range checks.
+* The structure outside ``data`` follows the JSON grammar strictly (strings by orjson, numbers by
+  the JSON number pattern, literals, nesting at most :data:`MAX_NESTING` levels); a mistake is a 400
+  that says "malformed JSON" and where.
+* A ``data`` array whose characters are all number characters, commas, brackets and whitespace and
+  whose brackets balance is a *numeric* span; anything else (strings, booleans) is a *generic* span,
+  parsed element by element only if the datatype needs it (BYTES, BOOL).
+* Duplicate keys: the last one wins, as with orjson.
+* Small bodies (below :data:`FAST_PATH_MIN_BYTES`) go to orjson directly; their ``data`` are plain
+  lists, checked by the same element rules in :mod:`.numbers`.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import orjson
 
 from modelserve_server.errors import InvalidInput
 
-try:  # optional at import time; a dependency of the "server" extra
-    import simdjson
-except ImportError:  # pragma: no cover - exercised only on installs without pysimdjson
-    simdjson = None  # type: ignore[assignment]
-
 #: Bodies smaller than this are parsed by orjson alone.
 FAST_PATH_MIN_BYTES = 4096
+#: Deepest nesting of objects and arrays outside tensor data (the codec allows less: MAX_JSON_DEPTH).
+MAX_NESTING = 64
 
-#: V2 datatype -> pysimdjson ``as_buffer`` element kind (double, int64, uint64).
-_BUFFER_KIND: dict[str, str] = {
-    **dict.fromkeys(("FP16", "FP32", "FP64"), "d"),
-    **dict.fromkeys(("INT8", "INT16", "INT32", "INT64"), "i"),
-    **dict.fromkeys(("UINT8", "UINT16", "UINT32", "UINT64"), "u"),
-}
-_BUFFER_DTYPE: dict[str, np.dtype[Any]] = {"d": np.dtype("<f8"), "i": np.dtype("<i8"), "u": np.dtype("<u8")}
+_WS = re.compile(rb"[ \t\n\r]*")
+_NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+_STRING = re.compile(rb'"(?:[^"\\\x00-\x1f]|\\.)*"')
+NUMERIC_RUN = re.compile(rb"[0-9eE.+\-,\[\] \t\n\r]*")
+_SKIP = re.compile(rb'"(?:[^"\\\x00-\x1f]|\\.)*"|"|[\[\]]')
+_LITERALS = {b"true": True, b"false": False, b"null": None}
+
+
+@dataclass(slots=True)
+class DataSpan:
+    """The unparsed ``data`` array at ``buf[start:end]``; ``numeric`` when it can only hold numbers."""
+
+    buf: bytes
+    start: int
+    end: int
+    numeric: bool
+
+    def parse(self, max_elements: int | None = None) -> list[Any]:
+        """The array as Python values (for BYTES and BOOL data), refusing more than ``max_elements``."""
+        scanner = _Scanner(self.buf)
+        value, _ = scanner.array(self.start, 1, max_elements)
+        return value
+
+    def __len__(self) -> int:
+        return self.end - self.start
 
 
 def orjson_load(data: bytes | memoryview) -> Any:
@@ -57,60 +73,160 @@ def orjson_load(data: bytes | memoryview) -> Any:
 
 def load_request(data: bytes | memoryview, *, fast: bool = True) -> Any:
     """Parse a request document (see the module docstring); ``fast=False`` forces plain orjson."""
-    if not fast or simdjson is None or len(data) < FAST_PATH_MIN_BYTES:
+    if not fast or len(data) < FAST_PATH_MIN_BYTES:
         return orjson_load(data)
-    try:
-        root = simdjson.Parser().parse(bytes(data))
-    except (ValueError, RuntimeError, UnicodeDecodeError):
-        return orjson_load(data)
-    if not isinstance(root, simdjson.Object):
-        return orjson_load(data)
-    keys = list(root.keys())
-    if len(keys) != len(set(keys)):  # duplicate keys: let orjson decide (the last one wins there)
-        return orjson_load(data)
-    doc: dict[str, Any] = {}
-    for key in keys:
-        value = root[key]
-        if key == "inputs" and isinstance(value, simdjson.Array):
-            doc[key] = [_input(entry) for entry in value]
-        else:
-            doc[key] = _plain(value)
-    return doc
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, simdjson.Object):
-        return value.as_dict()
-    if isinstance(value, simdjson.Array):
-        return value.as_list()
+    buf = data if isinstance(data, bytes) else bytes(data)
+    scanner = _Scanner(buf)
+    value, pos = scanner.value(0, 0, in_data=False)
+    pos = scanner.ws(pos)
+    if pos != len(buf):
+        scanner.fail(pos, "unexpected data after the document")
     return value
 
 
-def _input(entry: Any) -> Any:
-    if not isinstance(entry, simdjson.Object):
-        return _plain(entry)
-    keys = list(entry.keys())
-    if len(keys) != len(set(keys)):
-        return entry.as_dict()  # duplicate keys: as_dict() keeps the last, like orjson
-    datatype = entry.get("datatype")
-    out: dict[str, Any] = {}
-    for key in keys:
-        value = entry[key]
-        if key == "data" and isinstance(value, simdjson.Array) and isinstance(datatype, str):
-            out[key] = _numeric(value, datatype)
+class _Scanner:
+    """A strict recursive-descent JSON parser over bytes that leaves ``data`` arrays as spans."""
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
+
+    def fail(self, pos: int, what: str) -> None:
+        raise InvalidInput(f"malformed JSON in request body: {what} at byte {pos}")
+
+    def ws(self, pos: int) -> int:
+        match = _WS.match(self.buf, pos)
+        return match.end() if match else pos
+
+    def value(self, pos: int, depth: int, *, in_data: bool) -> tuple[Any, int]:
+        buf = self.buf
+        pos = self.ws(pos)
+        if pos >= len(buf):
+            self.fail(pos, "unexpected end of the document")
+        char = buf[pos]
+        if char == 0x7B:  # {
+            return self.object(pos, depth + 1)
+        if char == 0x5B:  # [
+            if in_data:
+                return self.data(pos)
+            return self.array(pos, depth + 1, None)
+        if char == 0x22:  # "
+            match = _STRING.match(buf, pos)
+            if match is None:
+                self.fail(pos, "unterminated or invalid string")
+            assert match is not None
+            try:
+                return orjson.loads(match.group()), match.end()
+            except orjson.JSONDecodeError as exc:
+                raise InvalidInput(f"malformed JSON in request body: {exc} at byte {pos}") from None
+        number = _NUMBER.match(buf, pos)
+        if number is not None:
+            text = number.group()
+            result: Any = float(text) if any(c in text for c in b".eE") else int(text)
+            return result, number.end()
+        for literal, result in _LITERALS.items():
+            if buf.startswith(literal, pos):
+                return result, pos + len(literal)
+        self.fail(pos, "unexpected character")
+        raise AssertionError  # unreachable: fail() raises
+
+    def object(self, pos: int, depth: int) -> tuple[dict[str, Any], int]:
+        if depth > MAX_NESTING:
+            self.fail(pos, f"nested deeper than {MAX_NESTING} levels")
+        buf = self.buf
+        out: dict[str, Any] = {}
+        pos = self.ws(pos + 1)
+        if buf[pos : pos + 1] == b"}":
+            return out, pos + 1
+        while True:
+            pos = self.ws(pos)
+            if buf[pos : pos + 1] != b'"':
+                self.fail(pos, "expected a string key")
+            key, pos = self.value(pos, depth, in_data=False)
+            pos = self.ws(pos)
+            if buf[pos : pos + 1] != b":":
+                self.fail(pos, "expected ':'")
+            out[key], pos = self.value(pos + 1, depth, in_data=key == "data")
+            pos = self.ws(pos)
+            sep = buf[pos : pos + 1]
+            if sep == b"}":
+                return out, pos + 1
+            if sep != b",":
+                self.fail(pos, "expected ',' or '}'")
+            pos += 1
+
+    def array(self, pos: int, depth: int, max_elements: int | None) -> tuple[list[Any], int]:
+        if depth > MAX_NESTING:
+            self.fail(pos, f"nested deeper than {MAX_NESTING} levels")
+        buf = self.buf
+        out: list[Any] = []
+        pos = self.ws(pos + 1)
+        if buf[pos : pos + 1] == b"]":
+            return out, pos + 1
+        while True:
+            item, pos = self.value(pos, depth, in_data=False)
+            out.append(item)
+            if max_elements is not None and len(out) > max_elements:
+                raise InvalidInput(f"data holds more than {max_elements} elements, over the limit")
+            pos = self.ws(pos)
+            sep = buf[pos : pos + 1]
+            if sep == b"]":
+                return out, pos + 1
+            if sep != b",":
+                self.fail(pos, "expected ',' or ']'")
+            pos += 1
+
+    def data(self, pos: int) -> tuple[DataSpan, int]:
+        """A tensor's ``data`` array as a span: numeric when it balances within a run of number text."""
+        buf = self.buf
+        run = NUMERIC_RUN.match(buf, pos)
+        run_end = run.end() if run else pos
+        end = balanced_end(buf, pos, run_end)
+        if end is not None:
+            return DataSpan(buf, pos, end, numeric=True), end
+        # Strings or literals inside: only find its end now (no values are built); the codec parses
+        # it if the datatype can hold such values (BYTES, BOOL) and refuses it otherwise.
+        end = self.skip_array(pos)
+        return DataSpan(buf, pos, end, numeric=False), end
+
+    def skip_array(self, pos: int) -> int:
+        """The end of the array opened at ``pos``, stepping over strings and brackets only."""
+        depth = 0
+        for token in _SKIP.finditer(self.buf, pos):
+            text = token.group()
+            if text == b"[":
+                depth += 1
+            elif text == b"]":
+                depth -= 1
+                if depth == 0:
+                    return token.end()
+            elif text[:1] != b'"':
+                self.fail(token.start(), "unterminated string")
+            if depth > MAX_NESTING:
+                self.fail(token.start(), f"nested deeper than {MAX_NESTING} levels")
+        self.fail(len(self.buf), "unterminated array")
+        raise AssertionError  # unreachable
+
+
+def balanced_end(buf: bytes, start: int, limit: int) -> int | None:
+    """The end of the array opened at ``start`` if its brackets close before ``limit``, else None."""
+    close = buf.find(b"]", start + 1, limit)
+    if close < 0:
+        return None
+    inner = buf.find(b"[", start + 1, close)
+    if inner < 0:
+        return close + 1  # flat: the common case, two memchr calls
+    depth = 0
+    i = start
+    while True:  # nested: one step per bracket (rows, not elements)
+        opened = buf.find(b"[", i, limit)
+        closed = buf.find(b"]", i, limit)
+        if closed < 0:
+            return None
+        if 0 <= opened < closed:
+            depth += 1
+            i = opened + 1
         else:
-            out[key] = _plain(value)
-    return out
-
-
-def _numeric(array: Any, datatype: str) -> Any:
-    """A flat numeric array as a 1-D numpy array, or the plain list when it is anything else."""
-    if len(array) and isinstance(array[0], simdjson.Array | simdjson.Object):
-        return array.as_list()  # nested: the ordinary path checks its structure
-    kind = _BUFFER_KIND.get(datatype)
-    if kind is None:
-        return array.as_list()
-    try:
-        return np.frombuffer(array.as_buffer(of_type=kind), dtype=_BUFFER_DTYPE[kind])
-    except (TypeError, ValueError):  # mixed types, booleans, out of range: decode it the ordinary way
-        return array.as_list()
+            depth -= 1
+            i = closed + 1
+            if depth == 0:
+                return i
