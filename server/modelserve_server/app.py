@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import uvicorn
 
 from modelserve_server.errors import StartupError
-from modelserve_server.protocol.rest import create_asgi
+from modelserve_server.protocol.rest.app import create_asgi
 from modelserve_server.repository import build_index
 from modelserve_server.runtime.providers import ProviderPlan
 from modelserve_server.service import InferenceService
@@ -50,7 +50,6 @@ class ServeOptions:
     grpc_port: int
     max_batch_size: int
     max_batch_delay_ms: float
-    providers: str
     intra_op_threads: int
     max_request_bytes: int
     drain_seconds: float

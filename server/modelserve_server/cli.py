@@ -11,12 +11,16 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
 
 from modelserve_contract import GRPC_PORT, HTTP_PORT
 from modelserve_server.errors import StartupError
+from modelserve_server.parsing import ascii_uint
+
+_DECIMAL = re.compile(r"[0-9]{1,12}(\.[0-9]{1,17})?([eE][-+]?[0-9]{1,3})?", re.ASCII)
 
 
 class JsonFormatter(logging.Formatter):
@@ -47,32 +51,36 @@ def configure_logging(fmt: str, level: int = logging.INFO) -> None:
     root.setLevel(level)
 
 
+def _ascii_int(text: str) -> int:
+    # int() would take " 8", "1_000", "+4" and non-ASCII digits: the flags take ASCII digits only.
+    value = ascii_uint(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"not a non-negative integer in ASCII digits: {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _ascii_int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return _ascii_int(text)
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _ascii_int(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"not a port: {value}")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+    if not _DECIMAL.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"not a non-negative number in ASCII digits: {text!r}")
+    return float(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,7 +140,6 @@ def serve_main(argv: list[str]) -> int:
         grpc_port=args.grpc_port,
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
-        providers=args.providers,
         intra_op_threads=args.intra_op_threads,
         max_request_bytes=args.max_request_bytes,
         drain_seconds=args.drain_seconds,

@@ -60,11 +60,35 @@ class PayloadTooLarge(ModelserveError):
     grpc_code = "RESOURCE_EXHAUSTED"
 
 
+class ClientGone(ModelserveError):
+    """The client went away before its request was complete; nobody is left to answer (counted 499)."""
+
+    http_status = 499
+    grpc_code = "CANCELLED"
+
+
 class InternalError(ModelserveError):
     """A failure that is not the client's fault (HTTP 500). Seeing one means a bug or a broken model."""
 
     http_status = 500
     grpc_code = "INTERNAL"
+
+
+class HeaderTooLarge(ModelserveError):
+    """The request head (line and headers) exceeds the server's cap (HTTP 431)."""
+
+    http_status = 431
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
+def as_client_error(exc: BaseException) -> ModelserveError:
+    """What a client is told about ``exc``: the error itself, or an InternalError that names it.
+
+    The one place the text of a 500 is written, for both transports; the caller logs the trace.
+    """
+    if isinstance(exc, ModelserveError):
+        return exc
+    return InternalError(f"internal error: {type(exc).__name__}: {exc}")
 
 
 class StartupError(Exception):

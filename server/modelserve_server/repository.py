@@ -127,17 +127,18 @@ def _onnx_file(path: Path, what: str) -> Path:
 
 
 def resolve_source(source: ModelSource) -> Path:
-    """Return a local ONNX file for a ``--model`` source, fetching non-local URIs first."""
+    """Return a local ONNX file for a ``--model`` source, fetching non-local URIs first.
+
+    Every scheme goes through :func:`modelserve_server.fetch.fetch_model`, the code ``modelserve
+    fetch`` runs, so a ``#sha256=`` pin is verified on local files too (they are used in place).
+    """
     what = f"--model {source.name}={source.uri}"
+    from modelserve_server import fetch
+
     if _is_local(source.uri):
-        raw = source.uri.removeprefix("file://").split("#", 1)[0]
-        return _onnx_file(Path(raw), what)
-    try:
-        from modelserve_server import fetch
-    except ImportError as exc:
-        raise StartupError(f"{what}: remote model URIs need modelserve_server.fetch ({exc})") from exc
-    dest = fetch.cache_dir_for(source.uri, _cache_root())
-    local = fetch.fetch_model(source.uri, dest)
+        local = fetch.fetch_model(source.uri, _cache_root(), copy_local=False)
+    else:
+        local = fetch.fetch_model(source.uri, fetch.cache_dir_for(source.uri, _cache_root()))
     return _onnx_file(Path(local), what)
 
 

@@ -1,15 +1,21 @@
-"""InferenceService: the one transport-independent facade that REST and gRPC both call.
+"""The data plane: the one transport-independent path that REST and gRPC both call.
 
-Why a facade: validation against the model, batching, running off the event loop, readiness and
-metrics must behave identically whichever protocol a request came in on. The transports only decode
-their wire format into :class:`~modelserve_server.types.InferRequest`, call :meth:`InferenceService.infer`,
-and encode the :class:`~modelserve_server.types.InferResponse` (or the
-:class:`~modelserve_server.errors.ModelserveError` it raised) back.
+Why a thin layer over a registry and loaded models: validation against the model, batching, running
+off the event loop, readiness and metrics must behave identically whichever protocol a request came
+in on. Naming facts live in :mod:`.registry`, per-version state in :mod:`.loaded`; this module only
+sequences a request and the server's life cycle.
+
+A request goes through :meth:`InferenceService.serve` once: its model is resolved once (an unknown
+one is counted without a model label and answered before the body is decoded), the transport's
+``decode`` runs with that model in hand (so it can check the signature before decoding tensor data,
+and decode off the event loop), then validation, the batch queue and the transport's ``encode``.
+Every outcome is counted in exactly one place, the ``finally`` of :meth:`serve`.
 
 Life cycle: ``live()`` is true from construction; :meth:`load` resolves, loads and warms every model
 (in worker threads, so health endpoints answer meanwhile) and only then does ``ready()`` turn true;
 :meth:`begin_drain` (SIGTERM) turns readiness off at once while accepted requests still complete;
-:meth:`drain` waits for them; :meth:`close` releases the worker threads.
+:meth:`drain` awaits every request and batch queue going idle; :meth:`cut_off` answers whatever is
+left when the drain deadline passes; :meth:`close` releases the worker threads.
 """
 
 from __future__ import annotations
@@ -18,60 +24,33 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
-import numpy as np
+from typing import Any, TypeVar
 
 from modelserve_server import __version__
-from modelserve_server.batching.merge import merge, split
-from modelserve_server.batching.scheduler import BatchScheduler, Pending
-from modelserve_server.errors import InternalError, ModelNotFound, ModelserveError, NotReady
+from modelserve_server.batching.scheduler import Clock
+from modelserve_server.errors import InternalError, ModelserveError, NotReady
+from modelserve_server.loaded import LoadedModel
 from modelserve_server.metrics import Metrics
-from modelserve_server.model_info import ModelStats, model_config, model_metadata
-from modelserve_server.repository import ModelIndex, version_sort_key
+from modelserve_server.model_info import model_config, model_metadata
+from modelserve_server.registry import ModelRegistry
+from modelserve_server.repository import ModelIndex
 from modelserve_server.runtime.providers import ProviderPlan
 from modelserve_server.runtime.session import ModelSession
 from modelserve_server.types import InferOutput, InferRequest, InferResponse
-from modelserve_server.validation import Work, prepare
+from modelserve_server.validation import prepare
 
 log = logging.getLogger(__name__)
 
 #: V2 extensions this server implements (``GET /v2``).
 EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics")
 
-Result = dict[str, np.ndarray]
-
-
-class _Version:
-    """A loaded model version: its session, batching queue, statistics and metric children.
-
-    The labelled metric children are resolved once here: ``labels()`` is a locked dict lookup, and
-    the hot path would otherwise do seven of them per request.
-    """
-
-    def __init__(
-        self, session: ModelSession, scheduler: BatchScheduler[Work, Result], metrics: Metrics
-    ) -> None:
-        self.session = session
-        self.scheduler = scheduler
-        self.stats = ModelStats()
-        labels = (session.name, session.version)
-        self.inflight = metrics.inflight.labels(session.name)
-        self.request_duration = metrics.request_duration.labels(*labels)
-        self.queue_duration = metrics.queue_duration.labels(*labels)
-        self.compute_duration = metrics.compute_duration.labels(*labels)
-        self.batch_size = metrics.batch_size.labels(*labels)
-        self._requests = metrics.requests
-        self._request_counters: dict[tuple[str, str], Any] = {}
-
-    def count_request(self, protocol: str, code: str) -> None:
-        counter = self._request_counters.get((protocol, code))
-        if counter is None:
-            counter = self._requests.labels(self.session.name, self.session.version, protocol, code)
-            self._request_counters[(protocol, code)] = counter
-        counter.inc()
+T = TypeVar("T")
+#: A transport's decoder: the resolved model in, the decoded request out (may read the body).
+Decode = Callable[[LoadedModel], Awaitable[InferRequest]]
+#: A transport's encoder: the request and its response in, the wire form out.
+Encode = Callable[[InferRequest, InferResponse], T]
 
 
 class InferenceService:
@@ -84,20 +63,23 @@ class InferenceService:
         max_batch_delay_ms: float = 2.0,
         metrics: Metrics | None = None,
         max_workers: int | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max(0.0, max_batch_delay_ms) / 1000.0
         self.metrics = metrics if metrics is not None else Metrics()
+        self.registry: ModelRegistry[LoadedModel] = ModelRegistry()
+        self._clock = clock
         self._max_workers = max_workers
         self._executor: ThreadPoolExecutor | None = None
-        self._models: dict[str, dict[str, _Version]] = {}
-        self._defaults: dict[str, str] = {}
-        self._expected: dict[str, set[str]] = {}  # configured but maybe not loaded yet
-        self._ready = False
+        self._decoder: ThreadPoolExecutor | None = None
         self._draining = False
+        self._stopped: NotReady | None = None  # set by cut_off: later requests fail with it
         self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -108,6 +90,12 @@ class InferenceService:
             self._executor = ThreadPoolExecutor(max_workers=self._max_workers or 4, thread_name_prefix="ort")
         return self._executor
 
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the decode threads (large request bodies), keeping the loop free."""
+        if self._decoder is None:
+            self._decoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
+        return await asyncio.get_running_loop().run_in_executor(self._decoder, functools.partial(fn, *args))
+
     async def load(self, index: ModelIndex, plan: ProviderPlan, *, intra_op_threads: int = 0) -> None:
         """Load and warm every model version of ``index``; readiness turns true when all are done.
 
@@ -116,7 +104,7 @@ class InferenceService:
         """
         loop = asyncio.get_running_loop()
         for entry in index.all():
-            self._expected.setdefault(entry.name, set()).add(entry.version)
+            self.registry.expect(entry.name, entry.version)
         for entry in index.all():
             session = await loop.run_in_executor(
                 self.executor,
@@ -128,30 +116,19 @@ class InferenceService:
             await loop.run_in_executor(self.executor, session.warmup)
             self.add_session(session)
         for name in index.files:
-            self._defaults[name] = index.default_version(name)
-        self._ready = True
-        log.info("ready: %d model version(s) loaded", sum(len(v) for v in self._models.values()))
+            self.registry.set_default(name, index.default_version(name))
+        self.registry.mark_complete()
+        log.info("ready: %d model version(s) loaded", self.registry.count())
 
-    def add_session(self, session: ModelSession) -> None:
+    def add_session(self, session: ModelSession) -> LoadedModel:
         """Register a loaded, warmed session (``load`` calls this; tests may too). Needs a running loop."""
-        scheduler: BatchScheduler[Work, Result] = BatchScheduler(
-            functools.partial(self._run_batch, session),
-            max_batch_size=self.max_batch_size,
-            max_delay_s=self.max_batch_delay_s,
-            batchable=session.batchable,
+        model = LoadedModel(
+            session, self.metrics, self.executor,
+            max_batch_size=self.max_batch_size, max_delay_s=self.max_batch_delay_s, clock=self._clock,
         )
-        loaded = _Version(session, scheduler, self.metrics)
-        self._models.setdefault(session.name, {})[session.version] = loaded
-        self._expected.setdefault(session.name, set()).add(session.version)
-        current = self._defaults.get(session.name)
-        if current is None or version_sort_key(session.version) > version_sort_key(current):
-            self._defaults[session.name] = session.version
-        self.metrics.declare_model(session.name, session.version, session.providers)
-        self.metrics.model_ready.labels(session.name, session.version).set(1)
-
-    def mark_ready(self) -> None:
-        """Declare start-up complete (``load`` does this itself)."""
-        self._ready = True
+        self.registry.add(session.name, session.version, model)
+        model.ready_gauge.set(1)
+        return model
 
     def begin_drain(self) -> None:
         """SIGTERM: readiness turns false at once; requests already accepted still complete."""
@@ -160,26 +137,43 @@ class InferenceService:
         self._draining = True
 
     async def drain(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for every accepted request to finish; True if all did."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._inflight == 0 and all(
-                v.scheduler.queued == 0 and v.scheduler.running == 0
-                for versions in self._models.values()
-                for v in versions.values()
-            ):
-                return True
-            await asyncio.sleep(0.02)
-        return self._inflight == 0
+        """Wait up to ``timeout`` seconds for every request and batch queue to go idle; True if they did."""
+
+        async def idle() -> None:
+            while True:
+                await self._idle.wait()
+                await asyncio.gather(*(m.scheduler.wait_idle() for m in self.registry.loaded()))
+                if self._inflight == 0:
+                    return
+
+        try:
+            await asyncio.wait_for(idle(), timeout=max(0.0, timeout))
+        except TimeoutError:
+            return False
+        return True
+
+    def cut_off(self) -> int:
+        """The drain deadline passed: answer every unfinished request with 503; returns how many.
+
+        Requests still queued or in a running batch fail at once with :class:`NotReady` (the batch
+        itself cannot be interrupted; its result is discarded), and so does any request that reaches
+        the queue afterwards.
+        """
+        error = NotReady("the server shut down before this request finished (drain deadline passed)")
+        self._stopped = error
+        unfinished = self._inflight
+        for model in self.registry.loaded():
+            model.scheduler.abort(error)
+        return unfinished
 
     def close(self) -> None:
         """Release the worker threads (after :meth:`drain`)."""
-        for name, versions in self._models.items():
-            for version in versions:
-                self.metrics.model_ready.labels(name, version).set(0)
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        for model in self.registry.loaded():
+            model.ready_gauge.set(0)
+        for pool in (self._executor, self._decoder):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._executor = self._decoder = None
 
     # -- health and metadata ---------------------------------------------------------------------
 
@@ -189,7 +183,7 @@ class InferenceService:
 
     def ready(self) -> bool:
         """Every model is loaded and warmed and we are not draining (``/v2/health/ready``)."""
-        return self._ready and not self._draining
+        return self.registry.complete and not self._draining
 
     @property
     def inflight(self) -> int:
@@ -202,160 +196,112 @@ class InferenceService:
 
     def model_names(self) -> list[str]:
         """Configured model names, sorted."""
-        return sorted(self._expected)
+        return self.registry.names()
 
     def versions(self, name: str) -> list[str]:
         """Configured versions of ``name``, ascending. Raises ModelNotFound."""
-        if name not in self._expected:
-            raise ModelNotFound(f"unknown model {name!r}")
-        return sorted(self._expected[name], key=version_sort_key)
+        return self.registry.versions(name)
 
-    def check_model(self, name: str, version: str | None = None) -> str:
-        """Resolve ``version`` (None: the default) and return it; raises ModelNotFound / NotReady.
-
-        Transports call this before decoding a body, so an unknown model is a 404 even when the body
-        is also malformed.
-        """
-        return self._resolve(name, version).session.version
+    def resolve(self, name: str, version: str | None = None) -> LoadedModel:
+        """The loaded model (None: the default version); raises ModelNotFound / NotReady."""
+        return self.registry.resolve(name, version)
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         """Loaded and warmed (and not draining). Raises ModelNotFound for an unknown name or version."""
         try:
-            self._resolve(name, version)
+            self.registry.resolve(name, version)
         except NotReady:
             return False
         return not self._draining
 
     def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
         """V2 model metadata: name, versions, platform, inputs/outputs (``-1`` dynamic), providers."""
-        loaded = self._resolve(name, version)
-        versions = self.versions(name) if version is None else [loaded.session.version]
-        return model_metadata(loaded.session, versions)
+        model = self.registry.resolve(name, version)
+        versions = self.registry.versions(name) if version is None else [model.version]
+        return model_metadata(model.session, versions)
 
     def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
         """Triton's model configuration (``/v2/models/{m}/config``), as perf_analyzer reads it."""
-        loaded = self._resolve(name, version)
+        model = self.registry.resolve(name, version)
         return model_config(
-            loaded.session,
-            max_batch_size=self.max_batch_size if loaded.session.batchable else 0,
+            model.session,
+            max_batch_size=self.max_batch_size if model.session.batchable else 0,
             max_queue_delay_us=int(self.max_batch_delay_s * 1e6),
         )
 
     def model_stats(self, name: str | None = None, version: str | None = None) -> dict[str, Any]:
         """Triton's statistics extension: every model (name None), one model, or one version."""
-        selected: list[_Version] = []
         if name is None:
-            selected = [v for n in sorted(self._models) for _, v in sorted(self._models[n].items())]
+            selected = list(self.registry.loaded())
         elif version is None:
-            self.versions(name)  # 404 for unknown names
-            selected = [v for _, v in sorted(self._models.get(name, {}).items())]
+            self.registry.versions(name)  # 404 for unknown names
+            selected = list(self.registry.loaded(name))
         else:
-            selected = [self._resolve(name, version)]
-        return {
-            "model_stats": [
-                v.stats.as_triton(v.session.name, v.session.version) for v in selected
-            ]
-        }
+            selected = [self.registry.resolve(name, version)]
+        return {"model_stats": [m.stats.as_triton(m.name, m.version) for m in selected]}
 
     # -- inference -------------------------------------------------------------------------------
 
-    def record_error(self, name: str, version: str | None, protocol: str, error: Exception) -> None:
-        """Count a request that failed in the transport (e.g. undecodable body) before ``infer``."""
-        status = error.http_status if isinstance(error, ModelserveError) else 500
-        try:
-            resolved = self._resolve(name, version).session.version
-        except ModelserveError:
-            self.metrics.unknown_model_requests.labels(protocol).inc()
-            return
-        loaded = self._models[name][resolved]
-        loaded.count_request(protocol, str(status))
-        loaded.stats.record_failure(0)
-
-    async def infer(self, req: InferRequest, protocol: str) -> InferResponse:
-        """Validate, batch, run (in a worker thread) and answer one request.
+    async def serve(
+        self, protocol: str, name: str, version: str | None, decode: Decode, encode: Encode[T]
+    ) -> T:
+        """Resolve, decode, validate, batch, run and encode one request (see the module docstring).
 
         Raises :class:`~modelserve_server.errors.ModelserveError` subclasses only: InvalidInput for
-        anything wrong with the request, ModelNotFound, NotReady, InternalError.
+        anything wrong with the request, PayloadTooLarge, ModelNotFound, NotReady, InternalError.
         """
-        started = time.perf_counter()
         try:
-            loaded = self._resolve(req.model, req.version)
+            model = self.registry.resolve(name, version)
         except ModelserveError:
             self.metrics.unknown_model_requests.labels(protocol).inc()
             raise
-        session = loaded.session
-        name, version = session.name, session.version
-        inflight = loaded.inflight
-        inflight.inc()
+        started = time.perf_counter()
+        model.inflight.inc()
         self._inflight += 1
+        self._idle.clear()
         code = "200"
         try:
-            work, rows, key = prepare(session, req, loaded.scheduler.batchable, self.max_batch_size)
-            result = await loaded.scheduler.submit(work, rows, key)
+            req = await decode(model)
+            if self._stopped is not None:
+                raise self._stopped
+            session = model.session
+            work, rows, key = prepare(session, req, model.scheduler.batchable, self.max_batch_size)
+            result = await model.scheduler.submit(work, rows, key)
             outputs = [
                 InferOutput(n, session.output_by_name[n].datatype, tuple(result[n].shape), result[n])
                 for n in work.requested
             ]
+            out = encode(req, InferResponse(model.name, model.version, req.id, outputs))
             elapsed = time.perf_counter() - started
-            loaded.request_duration.observe(elapsed)
-            loaded.stats.record_success(elapsed)
-            return InferResponse(name, version, req.id, outputs)
+            model.request_duration.observe(elapsed)
+            model.stats.record_success(elapsed)
+            return out
         except ModelserveError as exc:
             code = str(exc.http_status)
-            loaded.stats.record_failure(time.perf_counter() - started)
+            model.stats.record_failure(time.perf_counter() - started)
             raise
         except asyncio.CancelledError:  # the client went away (gRPC cancel, drain timeout)
             code = "499"
             raise
         except Exception as exc:  # a bug: report it as a 500 with a message, and log the trace
-            log.exception("internal error in model %s version %s", name, version)
+            log.exception("internal error in model %s version %s", model.name, model.version)
             code = "500"
-            loaded.stats.record_failure(time.perf_counter() - started)
-            raise InternalError(f"model {name} version {version}: {type(exc).__name__}: {exc}") from exc
+            model.stats.record_failure(time.perf_counter() - started)
+            raise InternalError(
+                f"model {model.name} version {model.version}: {type(exc).__name__}: {exc}"
+            ) from exc
         finally:
             self._inflight -= 1
-            inflight.dec()
-            loaded.count_request(protocol, code)
+            if self._inflight == 0:
+                self._idle.set()
+            model.inflight.dec()
+            model.count_request(protocol, code)
 
-    # -- internals -------------------------------------------------------------------------------
+    async def infer(self, req: InferRequest, protocol: str) -> InferResponse:
+        """:meth:`serve` for an already decoded request (in-process callers and tests)."""
 
-    def _resolve(self, name: str, version: str | None) -> _Version:
-        versions = self._models.get(name)
-        if versions is None:
-            if name in self._expected:
-                raise NotReady(f"model {name!r} is not loaded yet")
-            raise ModelNotFound(f"unknown model {name!r}")
-        if version is None or version == "":
-            version = self._defaults.get(name)
-            if version is None or version not in versions:
-                raise NotReady(f"model {name!r} is not loaded yet")
-        loaded = versions.get(version)
-        if loaded is None:
-            if version in self._expected.get(name, ()):
-                raise NotReady(f"model {name!r} version {version!r} is not loaded yet")
-            raise ModelNotFound(f"unknown version {version!r} of model {name!r}")
-        return loaded
+        async def decoded(_: LoadedModel) -> InferRequest:
+            return req
 
-    async def _run_batch(self, session: ModelSession, batch: Sequence[Pending[Work, Result]]) -> list[Result]:
-        """Merge a batch, run it in a worker thread, split the results (the scheduler's runner)."""
-        loop = asyncio.get_running_loop()
-        if len(batch) == 1:
-            only = batch[0].payload
-            feeds, names = only.feeds, only.run_outputs
-        else:
-            feeds = merge([p.payload.feeds for p in batch])
-            wanted = {n for p in batch for n in p.payload.run_outputs}
-            names = tuple(n for n in session.output_names if n in wanted)
-        started = time.perf_counter()
-        result = await loop.run_in_executor(self.executor, session.run, feeds, names)
-        compute = time.perf_counter() - started
-        parts = split(result, [p.rows for p in batch])
-        loaded = self._models[session.name][session.version]
-        rows = sum(p.payload.metric_rows for p in batch)
-        loaded.batch_size.observe(rows)
-        waits = [p.dispatched - p.enqueued for p in batch]
-        loaded.stats.record_execution(rows, compute, waits)
-        for wait in waits:
-            loaded.queue_duration.observe(wait)
-            loaded.compute_duration.observe(compute)
-        return parts
+        return await self.serve(protocol, req.model, req.version, decoded, lambda _, resp: resp)
+

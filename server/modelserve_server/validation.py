@@ -8,7 +8,8 @@ only remaining runtime errors are the model's own.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import functools
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,36 @@ def _fmt(shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
+def check_input(session: ModelSession, name: str, datatype: str, shape: tuple[int, ...]) -> None:
+    """One input's name, datatype, rank and static dimensions against the model's signature.
+
+    The transports call it (through :func:`signature_check`) before decoding the input's data, and
+    :func:`prepare` again on the decoded request, so both orders give the same message.
+    """
+    where = f"model {session.name!r}"
+    spec = session.input_by_name.get(name)
+    if spec is None:
+        raise InvalidInput(
+            f"{where}: unknown input {name!r} (inputs are: {', '.join(sorted(session.input_by_name))})"
+        )
+    if datatype != spec.datatype:
+        raise InvalidInput(
+            f"{where}: input {name!r} has datatype {datatype}, the model expects {spec.datatype}"
+        )
+    if len(shape) != len(spec.shape) or any(
+        want != -1 and got != want for got, want in zip(shape, spec.shape, strict=True)
+    ):
+        raise InvalidInput(
+            f"{where}: input {name!r} has shape {_fmt(shape)}, the model expects {_fmt(spec.shape)}"
+            " (-1: any size)"
+        )
+
+
+def signature_check(session: ModelSession) -> Callable[[str, str, tuple[int, ...]], None]:
+    """:func:`check_input` bound to ``session``: what a transport's decoder calls per input."""
+    return functools.partial(check_input, session)
+
+
 def prepare(
     session: ModelSession, req: InferRequest, batchable: bool, max_batch_size: int
 ) -> tuple[Work, int, Hashable]:
@@ -57,25 +88,11 @@ def prepare(
     feeds: dict[str, np.ndarray] = {}
     specs = session.input_by_name
     for inp in req.inputs:
-        spec = specs.get(inp.name)
-        if spec is None:
-            raise InvalidInput(
-                f"{where}: unknown input {inp.name!r} (inputs are: {', '.join(sorted(specs))})"
-            )
         if inp.name in feeds:
             raise InvalidInput(f"{where}: input {inp.name!r} is given twice")
-        if inp.datatype != spec.datatype:
-            raise InvalidInput(
-                f"{where}: input {inp.name!r} has datatype {inp.datatype}, the model expects {spec.datatype}"
-            )
+        check_input(session, inp.name, inp.datatype, inp.shape)
+        spec = specs[inp.name]
         shape = inp.shape
-        if len(shape) != len(spec.shape) or any(
-            want != -1 and got != want for got, want in zip(shape, spec.shape, strict=True)
-        ):
-            raise InvalidInput(
-                f"{where}: input {inp.name!r} has shape {_fmt(shape)}, the model expects {_fmt(spec.shape)}"
-                " (-1: any size)"
-            )
         data = inp.data
         if data.shape != shape:
             raise InvalidInput(

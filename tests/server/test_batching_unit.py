@@ -1,21 +1,20 @@
 """Unit tests of the batching core: merge/split (pure numpy) and the scheduler (pure asyncio).
 
-No server, no ONNX Runtime: the scheduler is driven with a fake runner that records its batches.
-Timing is only ever asserted as a lower bound (a delay was *at least* honoured), never as an upper
-bound, so a loaded machine cannot make these flaky.
+No server, no ONNX Runtime: the scheduler is driven with a fake runner that records its batches and
+a :class:`FakeClock` that only moves when a test advances it, so no test sleeps or depends on the
+machine's speed: "the delay was honoured" is asserted on the fake clock, exactly.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
 
 from modelserve_server.batching.merge import batch_key, batch_rows, merge, split
-from modelserve_server.batching.scheduler import BatchScheduler, Pending
+from modelserve_server.batching.scheduler import BatchScheduler, Pending, Timer
 from modelserve_server.errors import InternalError, InvalidInput
 
 # -- merge / split ---------------------------------------------------------------------------------
@@ -88,9 +87,48 @@ class Recorder:
         return [f"done:{p.payload}" for p in batch]
 
 
-def scheduler(runner: Recorder, **kw: object) -> BatchScheduler[str, str]:
+class FakeClock:
+    """A clock for the scheduler that moves only in :meth:`advance`, firing the timers that fall due."""
+
+    def __init__(self) -> None:
+        self.time = 1000.0
+        self._timers: list[tuple[float, Callable[[], None], _Handle]] = []
+
+    def now(self) -> float:
+        return self.time
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        handle = _Handle()
+        self._timers.append((self.time + delay, callback, handle))
+        return handle
+
+    async def advance(self, seconds: float) -> None:
+        self.time += seconds
+        due = [t for t in self._timers if t[0] <= self.time]
+        self._timers = [t for t in self._timers if t[0] > self.time]
+        for _, callback, handle in sorted(due, key=lambda t: t[0]):
+            if not handle.cancelled:
+                callback()
+        await settle()
+
+
+class _Handle:
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+async def settle() -> None:
+    """Let every ready callback and task run (a few loop turns; no wall-clock time is involved)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def scheduler(runner: Recorder, clock: FakeClock | None = None, **kw: object) -> BatchScheduler[str, str]:
     args: dict[str, object] = {"max_batch_size": 4, "max_delay_s": 0.05, "batchable": True, **kw}
-    return BatchScheduler(runner, **args)  # type: ignore[arg-type]
+    return BatchScheduler(runner, clock=clock or FakeClock(), **args)  # type: ignore[arg-type]
 
 
 async def test_idle_request_does_not_wait_for_the_delay() -> None:
@@ -111,29 +149,38 @@ async def test_same_turn_arrivals_share_a_batch() -> None:
 async def test_full_batch_behind_a_running_one_leaves_at_once() -> None:
     runner = Recorder()
     runner.gate = asyncio.Event()
-    sched = scheduler(runner, max_delay_s=30.0)
+    clock = FakeClock()
+    sched = scheduler(runner, clock, max_delay_s=30.0)
     first = sched.submit("first", 1, "k")
-    await asyncio.sleep(0.01)
+    await settle()
     assert runner.batches == [["first"]] and sched.running == 1
     rest = [sched.submit(p, 1, "k") for p in "abcd"]  # exactly max_batch_size rows
-    await asyncio.sleep(0.01)
+    await settle()
     assert sched.queued == 4
     runner.gate.set()
-    await asyncio.wait_for(asyncio.gather(first, *rest), timeout=10)  # far less than the 30 s delay
+    await settle()  # the clock has not moved: far less than the 30 s delay
+    assert all(f.done() for f in (first, *rest))
+    await asyncio.gather(first, *rest)
     assert runner.batches == [["first"], ["a", "b", "c", "d"]]
 
 
 async def test_partial_batch_behind_a_running_one_waits_for_the_delay() -> None:
     runner = Recorder()
     runner.gate = asyncio.Event()
-    sched = scheduler(runner, max_delay_s=0.2)
+    clock = FakeClock()
+    sched = scheduler(runner, clock, max_delay_s=0.2)
     first = sched.submit("first", 1, "k")
-    await asyncio.sleep(0.01)
-    queued_at = time.monotonic()
+    await settle()
+    queued_at = clock.now()
     rest = [sched.submit(p, 1, "k") for p in "ab"]
     runner.gate.set()
+    await settle()
+    assert first.done() and not any(f.done() for f in rest)
+    await clock.advance(0.19)
+    assert not any(f.done() for f in rest)  # not before the delay
+    await clock.advance(0.01)
     await asyncio.gather(first, *rest)
-    assert time.monotonic() - queued_at >= 0.2
+    assert clock.now() - queued_at >= 0.2
     assert runner.batches == [["first"], ["a", "b"]]
     assert min(runner.dispatch_delays[1:]) >= 0.2
 
@@ -143,7 +190,7 @@ async def test_rows_limit_and_oversized_request() -> None:
     runner.gate = asyncio.Event()
     sched = scheduler(runner, max_delay_s=0.0)
     blocker = sched.submit("blocker", 1, "k")
-    await asyncio.sleep(0.01)
+    await settle()
     futures = [sched.submit("three-a", 3, "k"), sched.submit("three-b", 3, "k"), sched.submit("ten", 10, "k")]
     runner.gate.set()
     await asyncio.gather(blocker, *futures)
@@ -185,7 +232,7 @@ async def test_cancelled_request_is_skipped_and_idle_is_reported() -> None:
     runner.gate = asyncio.Event()
     sched = scheduler(runner, max_delay_s=0.0)
     blocker = sched.submit("blocker", 1, "k")
-    await asyncio.sleep(0.01)
+    await settle()
     gone = sched.submit("gone", 1, "k")
     kept = sched.submit("kept", 1, "k")
     gone.cancel()

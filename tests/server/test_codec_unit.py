@@ -17,9 +17,9 @@ from hypothesis.extra import numpy as hnp
 
 from modelserve_server.datatypes import V2_TO_NUMPY, v2_datatype
 from modelserve_server.errors import InvalidInput
-from modelserve_server.protocol.binary import decode_tensor, encode_tensor
-from modelserve_server.protocol.codec import decode_infer_request, encode_infer_response
-from modelserve_server.protocol.jsonload import FAST_PATH_MIN_BYTES
+from modelserve_server.protocol.rest.codec import decode_infer_request, encode_infer_response
+from modelserve_server.protocol.rest.jsonload import FAST_PATH_MIN_BYTES
+from modelserve_server.protocol.tensor import decode_tensor, encode_tensor
 from modelserve_server.types import InferOutput, InferRequest, InferResponse, RequestedOutput
 
 FIXED = [dt for dt in V2_TO_NUMPY if dt != "BYTES"]
@@ -161,7 +161,7 @@ def test_output_with_non_utf8_bytes_needs_binary() -> None:
     assert length is not None and body[length:] == struct.pack("<I", 1) + b"\xff"
 
 
-# -- the simdjson fast path must accept and refuse exactly what orjson does ----------------------------
+# -- the large-body JSON path must accept and refuse exactly what orjson does ----------------------------
 
 numbers = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
@@ -207,11 +207,12 @@ def test_fast_json_path_is_used_for_large_tensors() -> None:
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3, 32, 32],
                                    "data": x.ravel().tolist()}]}).encode()  # fmt: skip
-    from modelserve_server.protocol import jsonload
+    from modelserve_server.protocol.rest import jsonload
 
-    assert jsonload.simdjson is not None and len(body) > jsonload.FAST_PATH_MIN_BYTES
+    assert len(body) > jsonload.FAST_PATH_MIN_BYTES
     doc = jsonload.load_request(body)
-    assert isinstance(doc["inputs"][0]["data"], np.ndarray)  # no Python floats were built
+    data = doc["inputs"][0]["data"]
+    assert isinstance(data, jsonload.DataSpan) and data.numeric  # no Python floats were built
     fast = decode_infer_request(body, None, "m", None).inputs[0].data
     slow = decode_infer_request(body, None, "m", None, fast_json=False).inputs[0].data
     np.testing.assert_array_equal(fast, slow)
@@ -221,8 +222,8 @@ def test_fast_json_path_is_used_for_large_tensors() -> None:
 def test_raw_bool_bytes_other_than_zero_are_true_on_both_transports() -> None:
     """HTTP's binary extension and gRPC's raw contents share one decoder: a BOOL byte of 2 is a
     valid True (not an invalid numpy bool), and the gRPC encoder writes what HTTP's writes."""
-    from modelserve_server.protocol.binary import decode_tensor, encode_tensor
     from modelserve_server.protocol.grpc.codec import encode_raw
+    from modelserve_server.protocol.tensor import decode_tensor, encode_tensor
 
     decoded = decode_tensor(memoryview(b"\x00\x02\x01"), "BOOL", (3,), "b")
     assert decoded.dtype == np.bool_

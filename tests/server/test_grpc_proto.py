@@ -229,7 +229,22 @@ MALFORMED = {
     "typed wrong field": (_typed("INT64", [1], "int_contents", [1]), "goes in contents.int64_contents"),
     "typed overflow": (_typed("INT8", [2], "int_contents", [1, 300]), "outside the range of INT8"),
     "typed uint overflow": (_typed("UINT16", [1], "uint_contents", [70000]), "outside the range of UINT16"),
+    # Shape rules shared with HTTP (protocol/tensor.py): INTERNAL with a traceback before they were.
+    "rank 65": (_raw("x", "FP32", [1] * 65, b"\0" * 4), "rank 65 exceeds the limit"),
+    "too many elements": (_raw("x", "FP32", [2**31, 2**31], b""), "over the limit"),
 }
+
+
+@pytest.mark.parametrize("shape", [[1] * 65, [-3], [2**31, 2**31], [10**12, 64]])
+def test_grpc_and_http_refuse_a_shape_with_the_same_words(shape: list[int]) -> None:
+    """One tensor module decides shapes for both transports: the messages cannot drift apart."""
+    from modelserve_server.protocol.tensor import check_shape
+
+    with pytest.raises(InvalidInput) as http:
+        check_shape(shape, "x", "FP32")
+    with pytest.raises(InvalidInput) as grpc_error:
+        codec.decode_request(_raw("x", "FP32", shape, b"\0" * 4))
+    assert str(grpc_error.value) == str(http.value)
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))

@@ -101,7 +101,12 @@ async def test_errors_are_client_errors(models: dict[str, Path]) -> None:
         mismatch = InferRequest("mlp", None, None, [InferInput("x", "FP32", (2, 64), x)])
         with pytest.raises(InvalidInput, match="data has shape"):
             await service.infer(mismatch, "http")
-        service.record_error("ghost", None, "http", InvalidInput("x"))
+        with pytest.raises(ModelNotFound):  # refused before its body is decoded, counted once
+
+            async def never(_: object) -> InferRequest:
+                raise AssertionError("an unknown model's body must not be decoded")
+
+            await service.serve("http", "ghost", None, never, lambda _, r: r)
         text = service.metrics.render().decode()
         assert "ghost" not in text
         assert 'modelserve_unknown_model_requests_total{protocol="http"} 2.0' in text
@@ -115,7 +120,7 @@ async def test_not_ready_while_loading(models: dict[str, Path]) -> None:
     task = asyncio.create_task(service.load(index, resolve_providers("cpu")))
     await asyncio.sleep(0)  # load has registered the models but not finished
     with pytest.raises(NotReady):
-        service.check_model("mlp")
+        service.resolve("mlp")
     assert not service.model_ready("mlp")
     await task
     assert service.model_ready("mlp")

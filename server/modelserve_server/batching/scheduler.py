@@ -2,8 +2,8 @@
 
 One :class:`BatchScheduler` per model version. Requests are queued by a *key* (their shape signature
 without the first dimension: requests whose other dims differ are batched separately) and dispatched
-to an async ``runner`` that executes a whole batch. At most ``max_concurrency`` batches of a model
-run at once (default 1: ONNX Runtime already spreads one run over the cores).
+to an async ``runner`` that executes a whole batch. One batch of a model runs at a time: ONNX Runtime
+already spreads one run over the cores.
 
 When a batch leaves the queue (``max_delay`` measured on the monotonic clock):
 
@@ -16,7 +16,9 @@ When a batch leaves the queue (``max_delay`` measured on the monotonic clock):
 * A model that cannot be batched (static first dimension) runs one request per batch, FIFO.
 
 A single request larger than ``max_batch_size`` rows still runs (alone): requests are never split.
-The scheduler never touches tensors; merging and splitting is :mod:`.merge`'s job.
+The scheduler never touches tensors; merging and splitting is :mod:`.merge`'s job. Time comes from an
+injectable :class:`Clock` (the event loop's monotonic clock by default), so tests drive the delays
+without sleeping.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from modelserve_server.errors import InternalError, ModelserveError
 
@@ -56,6 +58,30 @@ class _Queue(Generic[P, R]):
 Runner = Callable[[Sequence[Pending[P, R]]], Awaitable[Sequence[R]]]
 
 
+class Timer(Protocol):
+    """A scheduled callback that can be cancelled (``asyncio.TimerHandle`` is one)."""
+
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """Where the scheduler reads the time and sets its timers."""
+
+    def now(self) -> float: ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer: ...
+
+
+class LoopClock:
+    """The monotonic clock and the running event loop's timers (what production uses)."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return asyncio.get_running_loop().call_later(delay, callback)
+
+
 class BatchScheduler(Generic[P, R]):
     """Queues requests per shape key and hands batches to ``runner`` (see the module docstring)."""
 
@@ -66,22 +92,21 @@ class BatchScheduler(Generic[P, R]):
         max_batch_size: int,
         max_delay_s: float,
         batchable: bool,
-        max_concurrency: int = 1,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
-        if max_batch_size < 1 or max_concurrency < 1 or max_delay_s < 0:
-            raise ValueError("max_batch_size and max_concurrency must be >= 1, max_delay_s >= 0")
+        if max_batch_size < 1 or max_delay_s < 0:
+            raise ValueError("max_batch_size must be >= 1, max_delay_s >= 0")
         self._runner = runner
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self.batchable = batchable and max_batch_size > 1
-        self.max_concurrency = max_concurrency
-        self._clock = clock
+        self._clock: Clock = clock if clock is not None else LoopClock()
         self._queues: dict[Hashable, _Queue[P, R]] = {}
         self._running = 0
+        self._running_items: list[Pending[P, R]] = []
         self._queued = 0
         self._poke_scheduled = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -102,7 +127,7 @@ class BatchScheduler(Generic[P, R]):
         if not self.batchable:
             key = None  # one FIFO queue, one request per batch
         eager = self._running == 0 and self._queued == 0
-        item: Pending[P, R] = Pending(payload, rows, key, loop.create_future(), self._clock(), eager)
+        item: Pending[P, R] = Pending(payload, rows, key, loop.create_future(), self._clock.now(), eager)
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = _Queue()
@@ -120,6 +145,24 @@ class BatchScheduler(Generic[P, R]):
         """Return once nothing is queued or running (used when draining on SIGTERM)."""
         await self._idle.wait()
 
+    def abort(self, error: BaseException) -> int:
+        """Fail every queued and running request with ``error``; returns how many were cut off.
+
+        Used when the drain deadline passes: the callers answer at once (a running batch cannot be
+        interrupted, so its result is discarded when it ends).
+        """
+        cut = 0
+        for queue in self._queues.values():
+            for item in queue.items:
+                if not item.future.done():
+                    item.future.set_exception(error)
+                    cut += 1
+        for item in self._running_items:
+            if not item.future.done():
+                item.future.set_exception(error)
+                cut += 1
+        return cut
+
     # -- internals -------------------------------------------------------------------------------
 
     def _ready_at(self, queue: _Queue[P, R]) -> float:
@@ -133,13 +176,12 @@ class BatchScheduler(Generic[P, R]):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        while self._running < self.max_concurrency and self._queues:
+        while self._running == 0 and self._queues:
             key, queue = min(self._queues.items(), key=lambda kv: self._ready_at(kv[1]))
             ready_at = self._ready_at(queue)
-            now = self._clock()
+            now = self._clock.now()
             if ready_at > now:
-                loop = asyncio.get_running_loop()
-                self._timer = loop.call_later(ready_at - now, self._schedule)
+                self._timer = self._clock.call_later(ready_at - now, self._schedule)
                 return
             self._dispatch(key, queue)
         self._update_idle()
@@ -169,10 +211,11 @@ class BatchScheduler(Generic[P, R]):
         batch = self._take(key, queue)
         if not batch:
             return
-        now = self._clock()
+        now = self._clock.now()
         for item in batch:
             item.dispatched = now
         self._running += 1
+        self._running_items = batch
         task = asyncio.get_running_loop().create_task(self._run(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -197,6 +240,7 @@ class BatchScheduler(Generic[P, R]):
                     item.future.set_result(result)
         finally:
             self._running -= 1
+            self._running_items = []
             self._schedule()
 
     def _update_idle(self) -> None:

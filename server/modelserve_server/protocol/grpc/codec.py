@@ -18,8 +18,7 @@ Wire rules implemented here:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -28,8 +27,15 @@ from google.protobuf.message import Message
 
 from modelserve_server.datatypes import BYTES, V2_TO_NUMPY
 from modelserve_server.errors import InvalidInput
-from modelserve_server.protocol.binary import decode_tensor, encode_tensor
 from modelserve_server.protocol.grpc.generated import grpc_service_pb2 as pb
+from modelserve_server.protocol.tensor import (
+    check_bytes_count,
+    check_range,
+    check_shape,
+    decode_tensor,
+    element_count,
+    encode_tensor,
+)
 from modelserve_server.types import InferInput, InferRequest, InferResponse, RequestedOutput
 
 #: V2 datatype -> the ``InferTensorContents`` field that carries it (FP16 has none: raw only).
@@ -49,6 +55,8 @@ TYPED_FIELD: dict[str, str] = {
 }
 
 _M = TypeVar("_M", bound=Message)
+#: The model's signature check: (input name, datatype, shape) -> None or InvalidInput.
+InputCheck = Callable[[str, str, tuple[int, ...]], None]
 _INT64_MAX = (1 << 63) - 1
 
 
@@ -56,8 +64,12 @@ _INT64_MAX = (1 << 63) - 1
 # Requests
 
 
-def decode_request(msg: pb.ModelInferRequest) -> InferRequest:
-    """A ``ModelInferRequest`` as an :class:`InferRequest`; :class:`InvalidInput` when malformed."""
+def decode_request(msg: pb.ModelInferRequest, check: InputCheck | None = None) -> InferRequest:
+    """A ``ModelInferRequest`` as an :class:`InferRequest`; :class:`InvalidInput` when malformed.
+
+    ``check(name, datatype, shape)`` (the model's signature) runs on each input before its data is
+    decoded, so a tensor the model cannot take costs nothing to refuse.
+    """
     raw = list(msg.raw_input_contents)
     if raw and len(raw) != len(msg.inputs):
         raise InvalidInput(
@@ -70,7 +82,7 @@ def decode_request(msg: pb.ModelInferRequest) -> InferRequest:
         if tensor.name in seen:
             raise InvalidInput(f"input {tensor.name!r} is given more than once")
         seen.add(tensor.name)
-        inputs.append(_decode_input(tensor, raw[index] if raw else None))
+        inputs.append(_decode_input(tensor, raw[index] if raw else None, check))
     outputs = [RequestedOutput(name=out.name) for out in msg.outputs]
     return InferRequest(
         model=msg.model_name,
@@ -82,14 +94,17 @@ def decode_request(msg: pb.ModelInferRequest) -> InferRequest:
     )
 
 
-def _decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> InferInput:
+def _decode_input(
+    tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None, check: InputCheck | None
+) -> InferInput:
     name, datatype = tensor.name, tensor.datatype
     if datatype not in V2_TO_NUMPY:
         raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}")
-    shape = tuple(int(d) for d in tensor.shape)
-    if any(d < 0 for d in shape):
-        raise InvalidInput(f"input {name!r}: shape {list(shape)} has a negative dimension")
-    count = math.prod(shape)
+    # The same shape rules as HTTP (rank, element counts): one module decides them.
+    shape = check_shape(list(tensor.shape), name, datatype)
+    if check is not None:
+        check(name, datatype, shape)
+    count = element_count(shape)
     if raw is not None:
         if tensor.HasField("contents"):
             raise InvalidInput(f"input {name!r}: give either raw_input_contents or contents, not both")
@@ -122,15 +137,14 @@ def _from_typed(
             f"needs {count}"
         )
     if datatype == BYTES:
+        check_bytes_count(count, name)
         out = np.empty(count, dtype=object)
         out[:] = list(values)
         return out.reshape(shape)
     dtype = V2_TO_NUMPY[datatype]
     if dtype.kind in "iu" and dtype.itemsize < 8 and count:
         wide = np.asarray(values, dtype=np.int64)
-        info = np.iinfo(dtype.str)
-        if int(wide.min()) < info.min or int(wide.max()) > info.max:
-            raise InvalidInput(f"input {name!r}: a value is outside the range of {datatype}")
+        check_range(wide, datatype, name)
         return wide.astype(dtype).reshape(shape)
     return np.asarray(values, dtype=dtype).reshape(shape)
 

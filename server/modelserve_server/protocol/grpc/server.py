@@ -14,20 +14,24 @@ REST path awaits it and never blocks the loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 
-from modelserve_server.errors import ModelNotFound, ModelserveError, StartupError
+from modelserve_server.errors import ModelNotFound, ModelserveError, StartupError, as_client_error
+from modelserve_server.loaded import LoadedModel
 from modelserve_server.protocol.grpc.codec import decode_request, encode_response, from_triton_json
 from modelserve_server.protocol.grpc.generated import grpc_service_pb2 as pb
 from modelserve_server.protocol.grpc.generated import grpc_service_pb2_grpc as pb_grpc
 from modelserve_server.service import InferenceService
+from modelserve_server.types import InferRequest
+from modelserve_server.validation import signature_check
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "GrpcServer", "start_grpc_server"]
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "GrpcServer", "rpc", "start_grpc_server"]
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +39,29 @@ PROTOCOL = "grpc"
 #: Same default as ``serve --max-request-bytes``: the largest request message accepted.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
+R = TypeVar("R")
 
-async def _abort(context: Any, exc: BaseException) -> None:
-    """End the RPC with the status that ``exc`` maps to (raises, as ``context.abort`` does)."""
-    if isinstance(exc, ModelserveError):
-        await context.abort(grpc.StatusCode[exc.grpc_code], exc.message)
-    log.exception("gRPC request failed with an unexpected error", exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+
+def rpc(method: Callable[[Any, Any, Any], Awaitable[R]]) -> Callable[[Any, Any, Any], Awaitable[R]]:
+    """End the RPC with the status its error maps to (errors.py decides the codes).
+
+    A :class:`ModelserveError` becomes the gRPC status named by its ``grpc_code``; anything else is a
+    bug, logged with its traceback, and becomes INTERNAL with the text of
+    :func:`~modelserve_server.errors.as_client_error`. The server keeps serving either way.
+    """
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: Any) -> R:
+        try:
+            return await method(self, request, context)
+        except Exception as exc:
+            if not isinstance(exc, ModelserveError):
+                log.exception("gRPC %s failed with an unexpected error", method.__name__)
+            error = as_client_error(exc)
+            await context.abort(grpc.StatusCode[error.grpc_code], error.message)
+            raise  # context.abort raises; this is never reached
+
+    return wrapper
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -50,65 +70,48 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, service: InferenceService) -> None:
         self._service = service
 
+    @rpc
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
-        try:
-            return pb.ServerLiveResponse(live=self._service.live())
-        except Exception as exc:
-            await _abort(context, exc)
-            raise
+        return pb.ServerLiveResponse(live=self._service.live())
 
+    @rpc
     async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
-        try:
-            return pb.ServerReadyResponse(ready=self._service.ready())
-        except Exception as exc:
-            await _abort(context, exc)
-            raise
+        return pb.ServerReadyResponse(ready=self._service.ready())
 
+    @rpc
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
         # Like Triton: an unknown model is simply not ready (tritonclient's is_model_ready -> False).
         try:
             ready = self._service.model_ready(request.name, request.version or None)
         except ModelNotFound:
             ready = False
-        except Exception as exc:
-            await _abort(context, exc)
-            raise
         return pb.ModelReadyResponse(ready=ready)
 
+    @rpc
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: Any
     ) -> pb.ServerMetadataResponse:
-        try:
-            meta = self._service.server_metadata()
-            return pb.ServerMetadataResponse(
-                name=str(meta.get("name", "")),
-                version=str(meta.get("version", "")),
-                extensions=[str(e) for e in meta.get("extensions", [])],
-            )
-        except Exception as exc:
-            await _abort(context, exc)
-            raise
+        meta = self._service.server_metadata()
+        return pb.ServerMetadataResponse(
+            name=str(meta.get("name", "")),
+            version=str(meta.get("version", "")),
+            extensions=[str(e) for e in meta.get("extensions", [])],
+        )
 
+    @rpc
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
-        try:
-            meta = self._service.model_metadata(request.name, request.version or None)
-            return pb.ModelMetadataResponse(
-                name=str(meta.get("name", request.name)),
-                versions=[str(v) for v in meta.get("versions", [])],
-                platform=str(meta.get("platform", "")),
-                inputs=[_tensor_metadata(t) for t in meta.get("inputs", [])],
-                outputs=[_tensor_metadata(t) for t in meta.get("outputs", [])],
-            )
-        except Exception as exc:
-            await _abort(context, exc)
-            raise
+        meta = self._service.model_metadata(request.name, request.version or None)
+        return pb.ModelMetadataResponse(
+            name=str(meta.get("name", request.name)),
+            versions=[str(v) for v in meta.get("versions", [])],
+            platform=str(meta.get("platform", "")),
+            inputs=[_tensor_metadata(t) for t in meta.get("inputs", [])],
+            outputs=[_tensor_metadata(t) for t in meta.get("outputs", [])],
+        )
 
+    @rpc
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        try:
-            return await self._infer(request)
-        except Exception as exc:
-            await _abort(context, exc)
-            raise
+        return await self._infer(request)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
@@ -124,11 +127,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             except Exception as exc:
                 if not isinstance(exc, ModelserveError):
                     log.exception("gRPC stream request failed with an unexpected error", exc_info=exc)
-                message = exc.message if isinstance(exc, ModelserveError) else f"internal error: {exc!r}"
                 failed = pb.ModelInferResponse(
                     model_name=request.model_name, model_version=request.model_version, id=request.id
                 )
-                response = pb.ModelStreamInferResponse(error_message=message, infer_response=failed)
+                response = pb.ModelStreamInferResponse(
+                    error_message=as_client_error(exc).message, infer_response=failed
+                )
             await answers.put(response)
 
         async def read() -> None:
@@ -152,35 +156,31 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 task.cancel()
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        """One inference request; raises what the RPC must report."""
-        version = request.model_version or None
-        try:
-            # The model first, so an unknown model is NOT_FOUND even when the tensors are malformed too.
-            self._service.check_model(request.model_name, version)
-            req = decode_request(request)
-        except Exception as exc:
-            # Rejected before inference: the service counts it (unknown names create no new series).
-            self._service.record_error(request.model_name, version, PROTOCOL, exc)
-            raise
-        return encode_response(await self._service.infer(req, PROTOCOL))
+        """One inference request through the data plane; raises what the RPC must report.
 
+        The model is resolved first (so an unknown model is NOT_FOUND even when the tensors are
+        malformed too), then the message is decoded against its signature.
+        """
+
+        async def decode(model: LoadedModel) -> InferRequest:
+            return decode_request(request, signature_check(model.session))
+
+        return await self._service.serve(
+            PROTOCOL, request.model_name, request.model_version or None, decode,
+            lambda _, resp: encode_response(resp),
+        )
+
+    @rpc
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
-        try:
-            config = self._service.model_config(request.name, request.version or None)
-            return pb.ModelConfigResponse(config=from_triton_json(config, pb.ModelConfig()))
-        except Exception as exc:
-            await _abort(context, exc)
-            raise
+        config = self._service.model_config(request.name, request.version or None)
+        return pb.ModelConfigResponse(config=from_triton_json(config, pb.ModelConfig()))
 
+    @rpc
     async def ModelStatistics(
         self, request: pb.ModelStatisticsRequest, context: Any
     ) -> pb.ModelStatisticsResponse:
-        try:
-            stats = self._service.model_stats(request.name or None, request.version or None)
-            return from_triton_json(stats, pb.ModelStatisticsResponse())
-        except Exception as exc:
-            await _abort(context, exc)
-            raise
+        stats = self._service.model_stats(request.name or None, request.version or None)
+        return from_triton_json(stats, pb.ModelStatisticsResponse())
 
 
 def _tensor_metadata(tensor: dict[str, Any]) -> pb.ModelMetadataResponse.TensorMetadata:

@@ -9,8 +9,9 @@ Why here and not in the FastAPI handlers: this is where every client mistake mus
 * An input carries either ``data`` (flat or nested JSON, BYTES as strings) or
   ``parameters.binary_data_size`` (its bytes are the next slice of the binary section, in input
   order). Leftover binary bytes are an error.
-* Sizes are compared as Python integers before any allocation (see :mod:`.binary`), JSON numbers are
-  converted by numpy in C (``np.array(list, dtype)``), binary tensors are zero-copy views.
+* Sizes are compared as Python integers before any allocation (see :mod:`..tensor`), JSON numbers are
+  checked and converted strictly by :mod:`.numbers` (large bodies without a Python object per
+  element), binary tensors are zero-copy views.
 * Outputs are binary when the output asks ``binary_data: true``, or when it does not say and the
   request's ``binary_data_output`` parameter is true. JSON outputs are serialised by orjson straight
   from numpy. A response never carries ``"parameters": null`` (perf_analyzer rejects it).
@@ -22,6 +23,7 @@ This module imports no web framework: the gRPC front end and tests use it withou
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,23 +31,32 @@ import orjson
 
 from modelserve_server.datatypes import BYTES, V2_TO_NUMPY
 from modelserve_server.errors import InvalidInput
-from modelserve_server.protocol.binary import check_shape, decode_tensor, element_count, encode_tensor
-from modelserve_server.protocol.jsonload import load_request
+from modelserve_server.parsing import ascii_uint
+from modelserve_server.protocol.rest.jsonload import DataSpan, load_request
+from modelserve_server.protocol.rest.numbers import decode_list, decode_span
+from modelserve_server.protocol.tensor import (
+    check_bytes_count,
+    check_shape,
+    decode_tensor,
+    element_count,
+    encode_tensor,
+)
 from modelserve_server.types import InferInput, InferRequest, InferResponse, RequestedOutput
 
 HEADER_LENGTH = "inference-header-content-length"
 MAX_JSON_DEPTH = 10
 _NUMPY_OPTION = orjson.OPT_SERIALIZE_NUMPY
+#: The model's signature check: (input name, datatype, shape) -> None or InvalidInput.
+InputCheck = Callable[[str, str, tuple[int, ...]], None]
 
 
 def parse_header_length(value: str | None, body_length: int) -> int | None:
     """The ``Inference-Header-Content-Length`` value checked against the body; None when absent."""
     if value is None:
         return None
-    text = value.strip()
-    if not text.isdigit() or len(text) > 19:
+    length = ascii_uint(value.strip(" \t"))
+    if length is None:
         raise InvalidInput(f"Inference-Header-Content-Length {value!r} is not a non-negative integer")
-    length = int(text)
     if length > body_length:
         raise InvalidInput(
             f"Inference-Header-Content-Length {length} exceeds the body of {body_length} bytes"
@@ -121,10 +132,17 @@ def _strings(data: object, max_depth: int, tensor: str) -> list[bytes]:
 
 
 def decode_json_data(data: object, datatype: str, shape: tuple[int, ...], tensor: str) -> np.ndarray:
-    """A tensor from JSON ``data`` (flat or nested) that must hold exactly ``prod(shape)`` elements."""
+    """A tensor from JSON ``data`` (flat or nested) that must hold exactly ``prod(shape)`` elements.
+
+    ``data`` is a plain JSON value (small bodies) or a :class:`~.jsonload.DataSpan` (large ones);
+    numeric datatypes are decoded strictly by :mod:`.numbers`.
+    """
     count = element_count(shape)
     max_depth = max(1, len(shape))
     if datatype == BYTES:
+        check_bytes_count(count, tensor)
+        if isinstance(data, DataSpan):
+            data = data.parse(max_elements=count)
         flat = _strings(data, max_depth, tensor)
         if len(flat) != count:
             raise InvalidInput(
@@ -133,56 +151,9 @@ def decode_json_data(data: object, datatype: str, shape: tuple[int, ...], tensor
         array = np.empty(count, dtype=object)
         array[:] = flat
         return array.reshape(shape)
-    if isinstance(data, np.ndarray):  # a flat numeric array from the fast JSON path
-        return _from_fast_array(data, datatype, shape, tensor)
-    if not isinstance(data, list):
-        if isinstance(data, bool | int | float):
-            data = [data]
-        else:
-            raise InvalidInput(f"input {tensor!r}: 'data' must be a list of numbers")
-    dtype = V2_TO_NUMPY[datatype]
-    try:
-        if datatype == "BOOL":
-            # np.array(["false"], dtype=bool) would be True: only booleans and 0/1 integers count.
-            array = np.array(data)
-            kind = array.dtype.kind
-            if array.size and kind != "b" and (kind not in "iu" or not bool(np.isin(array, (0, 1)).all())):
-                raise InvalidInput(f"input {tensor!r}: BOOL data must hold true/false")
-            array = array.astype(np.bool_)
-        else:
-            with np.errstate(over="raise"):  # 1e300 as FP16 is a client error, not a silent inf
-                array = np.array(data, dtype=dtype)
-    except InvalidInput:
-        raise
-    except (ValueError, TypeError, OverflowError, FloatingPointError) as exc:
-        raise InvalidInput(f"input {tensor!r}: data is not valid {datatype}: {exc}") from None
-    if array.ndim > max_depth:
-        raise InvalidInput(f"input {tensor!r}: data nests deeper than its shape {list(shape)}")
-    if array.size != count:
-        raise InvalidInput(
-            f"input {tensor!r}: {array.size} elements of data, but shape {list(shape)} needs {count}"
-        )
-    return array.reshape(shape)
-
-
-def _from_fast_array(data: np.ndarray, datatype: str, shape: tuple[int, ...], tensor: str) -> np.ndarray:
-    """Convert a 1-D float64/int64/uint64 array to the tensor's dtype, refusing values out of range."""
-    count = element_count(shape)
-    if data.size != count:
-        raise InvalidInput(
-            f"input {tensor!r}: {data.size} elements of data, but shape {list(shape)} needs {count}"
-        )
-    dtype = V2_TO_NUMPY[datatype]
-    if dtype.kind in "iu" and data.size:
-        info = np.iinfo(dtype.name)
-        if int(data.min()) < info.min or int(data.max()) > info.max:
-            raise InvalidInput(f"input {tensor!r}: data is not valid {datatype}: value out of range")
-    try:
-        with np.errstate(over="raise"):
-            array = data.astype(dtype, copy=False)
-    except FloatingPointError as exc:
-        raise InvalidInput(f"input {tensor!r}: data is not valid {datatype}: {exc}") from None
-    return array.reshape(shape)
+    if isinstance(data, DataSpan):
+        return decode_span(data, datatype, shape, tensor)
+    return decode_list(data, datatype, shape, tensor)
 
 
 def _outputs(doc: dict[str, Any]) -> list[RequestedOutput]:
@@ -206,14 +177,21 @@ def _outputs(doc: dict[str, Any]) -> list[RequestedOutput]:
 
 
 def decode_infer_request(
-    body: bytes, header_length: int | None, model: str, version: str | None, *, fast_json: bool = True
+    body: bytes,
+    header_length: int | None,
+    model: str,
+    version: str | None,
+    *,
+    fast_json: bool = True,
+    check: InputCheck | None = None,
 ) -> InferRequest:
     """Decode a REST inference body (``header_length``: see :func:`parse_header_length`).
 
-    ``fast_json=False`` parses with orjson only (see :mod:`.jsonload`; tests compare both paths).
+    ``check(name, datatype, shape)`` (the model's signature) runs on each input before its data is
+    decoded. ``fast_json=False`` parses with orjson only (see :mod:`.jsonload`; tests compare both).
     """
     view = memoryview(body)
-    json_part = view if header_length is None else view[:header_length]
+    json_part = body if header_length is None else view[:header_length]  # no copy of a JSON body
     binary = None if header_length is None else view[header_length:]
     doc = load_request(json_part, fast=fast_json)
     if not isinstance(doc, dict):
@@ -239,7 +217,9 @@ def decode_infer_request(
             raise InvalidInput(
                 f"input {name!r}: unknown datatype {datatype!r} (one of {', '.join(V2_TO_NUMPY)})"
             )
-        shape = check_shape(entry.get("shape"), name)
+        shape = check_shape(entry.get("shape"), name, datatype)
+        if check is not None:
+            check(name, datatype, shape)
         params = _parameters(entry, f"input {name!r}")
         size = params.get("binary_data_size")
         if size is not None:
@@ -277,7 +257,16 @@ def _json_data(array: np.ndarray, datatype: str, name: str) -> Any:
             raise InvalidInput(
                 f"output {name!r} holds bytes that are not UTF-8; request it with binary_data: true"
             ) from None
-    return np.ascontiguousarray(array).reshape(-1)
+    flat = np.ascontiguousarray(array).reshape(-1)
+    if flat.dtype.kind == "f" and flat.size and not bool(np.isfinite(flat).all()):
+        # JSON has no NaN or infinity (orjson would write null: a plausible wrong answer). Binary
+        # outputs carry them exactly, so the client is told how to get them.
+        bad = int(np.argmin(np.isfinite(flat)))
+        raise InvalidInput(
+            f"output {name!r} holds {flat[bad]} at element {bad}, which JSON cannot carry; "
+            "request it with binary_data: true"
+        )
+    return flat
 
 
 def encode_infer_response(resp: InferResponse, req: InferRequest) -> tuple[bytes, int | None]:

@@ -2,13 +2,11 @@
 
 Why it looks the way it does:
 
-* Inference requests are normally answered by :class:`~.http_infer.InferFastPath` in front of this
+* Inference requests are normally answered by :class:`~.fastpath.InferFastPath` in front of this
   app (see :func:`create_asgi`); the infer routes here document the API and share its code.
 * Handlers return ready-made ``Response`` objects (orjson bytes) instead of letting FastAPI validate
   and serialise models: the pydantic schemas in :mod:`.schemas` only document the API.
-* The request-size limit lives in :class:`BodyLimitMiddleware`, a raw ASGI middleware: uvicorn sets
-  no limit, so a declared ``Content-Length`` over ``--max-request-bytes`` is answered 413 before a
-  byte of the body is read, and a chunked body is counted while it streams and cut off at the limit.
+* The request-size limit is :mod:`.limits` (one implementation for this app and the fast path).
 * Every error leaves through one exception handler that writes ``{"error": ...}`` with the status
   from :mod:`modelserve_server.errors`; FastAPI's own 422 becomes a 400. A 500 is logged as a bug.
 * Triton's model-configuration and statistics extensions (``/config``, ``/stats``) are served so that
@@ -28,23 +26,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from modelserve_server import __version__
-from modelserve_server.errors import ModelserveError, PayloadTooLarge
-from modelserve_server.protocol import schemas
-from modelserve_server.protocol.codec import HEADER_LENGTH
-from modelserve_server.protocol.http_infer import (
-    ASGIApp,
-    InferFastPath,
-    Message,
-    Receive,
-    Scope,
-    Send,
-    run_infer,
-)
+from modelserve_server.errors import ModelserveError, PayloadTooLarge, as_client_error
+from modelserve_server.protocol.rest import schemas
+from modelserve_server.protocol.rest.asgi import ASGIApp, error_body
+from modelserve_server.protocol.rest.codec import HEADER_LENGTH
+from modelserve_server.protocol.rest.fastpath import InferFastPath, infer_http
+from modelserve_server.protocol.rest.limits import BodyLimitMiddleware
 from modelserve_server.service import InferenceService
 
 log = logging.getLogger(__name__)
 
-PROTOCOL = "http"
 JSON = "application/json"
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -64,48 +55,7 @@ def _json(content: object, status: int = 200) -> Response:
 def error_response(status: int, message: str, *, close: bool = False) -> Response:
     """``{"error": message}`` with ``status``; ``close`` asks the client to drop the connection."""
     headers = {"Connection": "close"} if close else None
-    return Response(orjson.dumps({"error": message}), status_code=status, media_type=JSON, headers=headers)
-
-
-class BodyLimitMiddleware:
-    """Refuse request bodies over ``max_bytes`` without reading them into memory (413).
-
-    A ``Content-Length`` over the limit is answered at once; a body without one (chunked) is counted
-    as the application reads it, and the read fails with :class:`PayloadTooLarge` at the limit.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                if value.isdigit() and int(value) > self.max_bytes:
-                    response = error_response(
-                        413,
-                        f"request body of {int(value)} bytes exceeds --max-request-bytes {self.max_bytes}",
-                        close=True,
-                    )
-                    await response(scope, receive, send)
-                    return
-                break
-        received = 0
-        limit = self.max_bytes
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise PayloadTooLarge(f"request body exceeds --max-request-bytes {limit}")
-            return message
-
-        await self.app(scope, limited_receive, send)
+    return Response(error_body(message), status_code=status, media_type=JSON, headers=headers)
 
 
 def create_app(service: InferenceService, *, max_request_bytes: int = 64 << 20) -> FastAPI:
@@ -144,7 +94,8 @@ def create_app(service: InferenceService, *, max_request_bytes: int = 64 << 20) 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+        error = as_client_error(exc)
+        return error_response(error.http_status, error.message)
 
     # -- health and server metadata --------------------------------------------------------------
 
@@ -208,9 +159,14 @@ def create_app(service: InferenceService, *, max_request_bytes: int = 64 << 20) 
 
         async def infer(request: Request, model_name: str, model_version: str | None = None) -> Response:
             # Normally answered by InferFastPath before FastAPI routing; same code either way.
-            body = await request.body()
-            out, json_length = await run_infer(
-                service, model_name, model_version, body, request.headers.get(HEADER_LENGTH),
+            async def read() -> bytes | None:
+                try:
+                    return await request.body()
+                except ClientDisconnect:
+                    return None
+
+            out, json_length = await infer_http(
+                service, model_name, model_version, read, request.headers.get(HEADER_LENGTH),
                 request.headers.get("content-encoding"), max_request_bytes,
             )
             if json_length is None:

@@ -1,4 +1,9 @@
-"""Raw tensor bytes <-> numpy arrays, as Triton's binary tensor data extension lays them out.
+"""The one tensor module both transports share: shape rules and raw tensor bytes <-> numpy arrays.
+
+Shape rules (rank, non-negative integer dims, element count) are :func:`check_shape`; REST and gRPC
+call it on every declared shape, so a shape HTTP refuses is refused over gRPC with the same message.
+
+Raw bytes follow Triton's binary tensor data extension.
 
 Layout (also gRPC's raw contents): little-endian, row-major, unpadded; BOOL one byte per element;
 BYTES elements each prefixed by their length as a 4-byte little-endian unsigned integer.
@@ -26,26 +31,56 @@ _LEN = struct.Struct("<I")
 MAX_RANK = 32
 #: Upper bound on the elements one tensor may declare, whatever its data says (2**40).
 MAX_ELEMENTS = 1 << 40
+#: Upper bound on the elements of one BYTES tensor: each becomes a Python ``bytes`` object.
+MAX_BYTES_ELEMENTS = 1 << 20
 
 
-def check_shape(shape: object, tensor: str) -> tuple[int, ...]:
-    """Validate a declared shape (a list of non-negative ints) and return it as a tuple.
+def check_shape(shape: object, tensor: str, datatype: str | None = None) -> tuple[int, ...]:
+    """Validate a declared shape (a sequence of non-negative ints) and return it as a tuple.
 
     ``bool`` is refused although Python counts it as an int; ranks above :data:`MAX_RANK` and element
     counts above :data:`MAX_ELEMENTS` are refused before anything is computed from them.
     """
-    if not isinstance(shape, list | tuple):
+    if not isinstance(shape, Sequence) or isinstance(shape, str | bytes):
         raise InvalidInput(f"input {tensor!r}: 'shape' must be a list of integers")
     if len(shape) > MAX_RANK:
         raise InvalidInput(f"input {tensor!r}: rank {len(shape)} exceeds the limit of {MAX_RANK}")
     for dim in shape:
         if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
-            raise InvalidInput(f"input {tensor!r}: shape {list(shape)!r} must hold non-negative integers")
+            why = " (it has a negative dimension)" if isinstance(dim, int) and dim < 0 else ""
+            raise InvalidInput(
+                f"input {tensor!r}: shape {list(shape)!r} must hold non-negative integers{why}"
+            )
     dims = tuple(shape)
     count = math.prod(dims)
     if count > MAX_ELEMENTS:
-        raise InvalidInput(f"input {tensor!r}: shape {list(dims)} declares {count} elements, too many")
+        size = V2_TO_NUMPY[datatype].itemsize if datatype in V2_TO_NUMPY and datatype != BYTES else 0
+        needs = f" ({datatype} data of that shape needs {count * size} bytes)" if size else ""
+        raise InvalidInput(
+            f"input {tensor!r}: shape {list(dims)} declares {count} elements{needs}, "
+            f"over the limit of {MAX_ELEMENTS}"
+        )
     return dims
+
+
+def check_bytes_count(count: int, tensor: str) -> None:
+    """Refuse a BYTES tensor of more than :data:`MAX_BYTES_ELEMENTS` elements before decoding it."""
+    if count > MAX_BYTES_ELEMENTS:
+        raise InvalidInput(
+            f"input {tensor!r}: {count} BYTES elements is over the limit of {MAX_BYTES_ELEMENTS}"
+        )
+
+
+def check_range(values: np.ndarray, datatype: str, tensor: str) -> None:
+    """Refuse integer values outside ``datatype``'s range (``values``: a wide int64/uint64 array)."""
+    dtype = V2_TO_NUMPY[datatype]
+    if dtype.kind not in "iu" or not values.size:
+        return
+    info = np.iinfo(dtype.str)
+    low, high = int(values.min()), int(values.max())
+    if low < info.min or high > info.max:
+        bad = int(np.argmax((values < info.min) | (values > info.max))) if values.dtype.kind in "iu" else 0
+        raise InvalidInput(f"input {tensor!r}: element {bad} is outside the range of {datatype}")
 
 
 def element_count(shape: Sequence[int]) -> int:
@@ -90,6 +125,7 @@ def decode_bytes_elements(buffer: memoryview, count: int, tensor: str) -> np.nda
             f"input {tensor!r}: {size} bytes of BYTES data cannot hold {count} elements "
             "(each needs a 4-byte length prefix)"
         )
+    check_bytes_count(count, tensor)
     out = np.empty(count, dtype=object)
     offset = 0
     raw = bytes(buffer)
