@@ -76,6 +76,12 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "description": "Cluster-local inference URL.",
     },
     {
+        "name": "Metrics",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="MetricsAvailable")].status',
+        "description": "MetricsAvailable: whether the autoscaler's metric arrives (empty: not autoscaled).",
+    },
+    {
         "name": "Ready-Replicas",
         "type": "integer",
         "jsonPath": ".status.readyReplicas",

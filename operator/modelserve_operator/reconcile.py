@@ -206,20 +206,21 @@ class Reconciler:
             await self._fail(key, md, ctx, outcome, Problem("ModelVolumeMissing", message))
         try:
             # 2. apply, 3. delete
-            deployment = await self._apply_children(ctx, desired, outcome)
+            deployment, hpa = await self._apply_children(ctx, desired, outcome)
             await self._delete_unwanted(ctx, md, desired, outcome)
         except Rejected as exc:
             await self._fail(key, md, ctx, outcome, exc.problem)
         # 4. report
         pods = await self._pods(ctx) if deployment is not None else []
-        await self._report(md, ctx, outcome, deployment=deployment, pods=pods)
+        await self._report(md, ctx, outcome, deployment=deployment, pods=pods, hpa=hpa)
         return outcome
 
     async def _apply_children(
         self, ctx: RenderContext, desired: DesiredChildren, outcome: Outcome
-    ) -> dict[str, Any] | None:
-        """Apply what differs; returns the live Deployment."""
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Apply what differs; returns the live Deployment and the live HPA (None when not wanted)."""
         deployment: dict[str, Any] | None = None
+        hpa: dict[str, Any] | None = None
         for obj in desired.apply:
             want = drift.with_hash(obj)
             kind, name = str(obj["kind"]), str(obj["metadata"]["name"])
@@ -239,7 +240,9 @@ class Reconciler:
                                              field_manager=replicas.HANDOVER_FIELD_MANAGER)
             if kind == "Deployment":
                 deployment = live
-        return deployment
+            elif kind == "HorizontalPodAutoscaler":
+                hpa = live
+        return deployment, hpa
 
     async def _delete_unwanted(
         self, ctx: RenderContext, md: Mapping[str, Any], desired: DesiredChildren, outcome: Outcome
@@ -263,10 +266,11 @@ class Reconciler:
         deployment: Mapping[str, Any] | None,
         pods: list[dict[str, Any]],
         problem: Problem | None = None,
+        hpa: Mapping[str, Any] | None = None,
     ) -> None:
         meta = _meta(md)
         namespace, name = str(meta.get("namespace")), str(meta.get("name"))
-        update = compute_status(md, ctx, deployment=deployment, pods=pods, problem=problem)
+        update = compute_status(md, ctx, deployment=deployment, pods=pods, problem=problem, hpa=hpa)
         outcome.status = update.status
         if update.patch is not None:
             written = await self._call(

@@ -55,10 +55,11 @@ class Transition:
 
     @property
     def warning(self) -> bool:
-        """Warnings are the transitions a user should look at: degraded, or no longer ready."""
+        """Warnings are the transitions a user should look at: degraded, no longer ready, or the
+        autoscaler's metric gone."""
         return (self.type == "Degraded" and self.status == "True") or (
             self.type == "Ready" and self.status == "False" and self.previous_status == "True"
-        )
+        ) or (self.type == "MetricsAvailable" and self.status == "False")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +198,43 @@ def _conditions(
     return result
 
 
+METRICS_AVAILABLE = "MetricsAvailable"
+"""Whether the autoscaler's metric really arrives (only on autoscaled ModelDeployments)."""
+
+
+_METRIC_SOURCE_FIELD = {"Pods": "pods", "Resource": "resource", "External": "external", "Object": "object",
+                        "ContainerResource": "containerResource"}
+
+
+def metrics_condition(hpa: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(status, reason, message) of ``MetricsAvailable``, from the HPA's own conditions.
+
+    Why: an HPA whose custom metric never arrives (no Prometheus scrape, no adapter, a broken rule)
+    silently holds the replica count; its ``ScalingActive=False`` is the only trace, on another
+    object. The HPA's reason and message are passed through unchanged, so what the user searches
+    for is what the controller said. ``AbleToScale=False`` (it cannot change the scale at all)
+    counts too; neither condition yet means the controller has not evaluated it.
+    """
+    listed = _get(hpa, "status", "conditions") or []
+    conds = {c.get("type"): c for c in listed if isinstance(c, Mapping)}
+    active, able = conds.get("ScalingActive"), conds.get("AbleToScale")
+    for cond in (active, able):
+        if cond is not None and cond.get("status") == "False":
+            return ("False", str(cond.get("reason") or "MetricUnavailable"), str(cond.get("message") or ""))
+    if active is not None and active.get("status") == "True":
+        current = []
+        for metric in _get(hpa, "status", "currentMetrics") or []:
+            kind = metric.get("type", "")
+            body = metric.get(_METRIC_SOURCE_FIELD.get(kind, ""), {})
+            name = _get(body, "metric", "name") or body.get("name") or kind
+            value = _get(body, "current", "averageValue") or _get(body, "current", "averageUtilization")
+            if value is not None:
+                current.append(f"{name}={value}")
+        detail = "; ".join(current) or str(active.get("message") or "")
+        return ("True", str(active.get("reason") or "ValidMetricFound"), detail)
+    return ("Unknown", "AwaitingMetrics", "the HorizontalPodAutoscaler has not evaluated its metric yet")
+
+
 def compute_status(
     md: Mapping[str, Any],
     ctx: RenderContext | None,
@@ -205,13 +243,15 @@ def compute_status(
     pods: Sequence[Mapping[str, Any]] = (),
     problem: Problem | None = None,
     now: datetime.datetime | None = None,
+    hpa: Mapping[str, Any] | None = None,
 ) -> StatusUpdate:
     """The status ``md`` should have, and the merge patch that gets it there (None if none).
 
     ``ctx`` is the pass's parsed ModelDeployment (None: the spec does not parse, so model, URL
     and selector are left as last written). ``problem`` is a spec-level problem found by the
     reconciler (invalid spec, missing PVC): it wins over anything the pods say, and the children
-    may not even exist.
+    may not even exist. ``hpa`` is the live HorizontalPodAutoscaler when the spec autoscales: it adds
+    the ``MetricsAvailable`` condition (see :func:`metrics_condition`).
     """
     now = now or datetime.datetime.now(datetime.UTC)
     current: Mapping[str, Any] = md.get("status") or {}
@@ -222,7 +262,10 @@ def compute_status(
 
     conditions: list[dict[str, Any]] = []
     transitions: list[Transition] = []
-    for ctype, (cstatus, reason, message) in _conditions(deployment, problem, spec_problem).items():
+    computed = _conditions(deployment, problem, spec_problem)
+    if hpa is not None:
+        computed[METRICS_AVAILABLE] = metrics_condition(hpa)
+    for ctype, (cstatus, reason, message) in computed.items():
         before = previous.get(ctype) or {}
         same_status = before.get("status") == cstatus
         cond: dict[str, Any] = {

@@ -204,7 +204,7 @@ def test_names_scope_subresources_and_columns() -> None:
         "labelSelectorPath": ".status.selector",
     }
     columns = [c["name"].upper() for c in VERSION["additionalPrinterColumns"] if not c.get("priority")]
-    assert columns == ["MODEL", "READY", "REPLICAS", "URL", "AGE"]
+    assert columns == ["MODEL", "READY", "REPLICAS", "URL", "METRICS", "AGE"]
     # Every column points at a field the schema declares (or metadata).
     for column in VERSION["additionalPrinterColumns"]:
         top, field = column["jsonPath"].split(".")[1:3]

@@ -190,3 +190,52 @@ def test_terminating_pods_are_ignored() -> None:
 def test_selector_string_is_sorted() -> None:
     assert selector_string({"b": "2", "a": "1"}) == "a=1,b=2"
     assert selector_string("x=y") == "x=y"
+
+
+# --- MetricsAvailable: does the HPA's metric arrive? ---------------------------------------------
+
+def _hpa(*conditions: tuple[str, str, str, str],
+         current: list[dict[str, object]] | None = None) -> dict[str, object]:
+    return {"status": {"conditions": [{"type": t, "status": s, "reason": r, "message": m}
+                                      for t, s, r, m in conditions],
+                       "currentMetrics": current or []}}
+
+
+def test_metrics_available_passes_the_hpas_reason_when_the_metric_is_missing() -> None:
+    from modelserve_operator.status import metrics_condition
+    hpa = _hpa(("AbleToScale", "True", "SucceededGetScale", "ok"),
+               ("ScalingActive", "False", "FailedGetPodsMetric",
+                'the HPA was unable to compute the replica count: unable to get metric '
+                'modelserve_inflight_requests: no metrics returned from custom metrics API'))
+    status, reason, message = metrics_condition(hpa)
+    assert (status, reason) == ("False", "FailedGetPodsMetric")
+    assert "no metrics returned from custom metrics API" in message
+
+
+def test_metrics_available_true_with_the_current_value_and_unknown_before_the_first_evaluation() -> None:
+    from modelserve_operator.status import metrics_condition
+    hpa = _hpa(("AbleToScale", "True", "ReadyForNewScale", "ok"),
+               ("ScalingActive", "True", "ValidMetricFound", "the HPA was able to compute the replica count"),
+               current=[{"type": "Pods", "pods": {"metric": {"name": "modelserve_inflight_requests"},
+                                                  "current": {"averageValue": "3500m"}}}])
+    assert metrics_condition(hpa) == ("True", "ValidMetricFound", "modelserve_inflight_requests=3500m")
+    assert metrics_condition({"status": {}})[0:2] == ("Unknown", "AwaitingMetrics")
+    cannot_scale = _hpa(("AbleToScale", "False", "FailedGetScale", "no scale subresource"))
+    assert metrics_condition(cannot_scale) == ("False", "FailedGetScale", "no scale subresource")
+
+
+def test_metrics_available_appears_only_on_autoscaled_modeldeployments() -> None:
+    from modelserve_operator.status import compute_status
+    md = {"metadata": {"name": "m", "namespace": "n", "generation": 1}, "status": {}}
+    deployment = {"spec": {"replicas": 1}, "status": {"replicas": 1, "readyReplicas": 1}}
+    without = compute_status(md, None, deployment=deployment)
+    assert "MetricsAvailable" not in {c["type"] for c in without.status["conditions"]}
+    hpa = _hpa(("ScalingActive", "False", "FailedGetPodsMetric", "no metrics returned"))
+    with_hpa = compute_status(md, None, deployment=deployment, hpa=hpa)
+    cond = {c["type"]: c for c in with_hpa.status["conditions"]}["MetricsAvailable"]
+    assert (cond["status"], cond["reason"]) == ("False", "FailedGetPodsMetric")
+    # A change of the metric's status is a transition (an Event), like the other conditions'.
+    md_after = {**md, "status": with_hpa.status}
+    recovered = compute_status(md_after, None, deployment=deployment,
+                               hpa=_hpa(("ScalingActive", "True", "ValidMetricFound", "ok")))
+    assert [(t.type, t.status) for t in recovered.transitions] == [("MetricsAvailable", "True")]
