@@ -39,8 +39,20 @@ CRD_NAME = f"{PLURAL}.{GROUP}"
 URI_SCHEMES = ("file", "http", "https", "s3", "pvc")
 # A plain absolute path is a file on the node image (the fetcher treats it like file://).
 URI_PATTERN = r"^((file|https?|s3|pvc)://.+|/.+)$"
-PVC_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+$"
-PVC_MESSAGE = "a pvc URI must read pvc://<claim>/<path inside the claim>, the claim a lower-case DNS name"
+# One path segment: not empty, not "." or "..", no "#" (a fragment follows).
+_SEGMENT = r"([^/.#][^/#]*|[.][^/.#][^/#]*|[.][.][^/#]+)"
+PVC_PATTERN = rf"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/{_SEGMENT})+$"
+PVC_MESSAGE = (
+    "a pvc URI must read pvc://<claim>/<path inside the claim>, the claim a lower-case DNS name and "
+    "the path without empty, '.' or '..' segments"
+)
+# A plain path or file:// URI: normalised, and a .onnx file or a directory at least two levels deep.
+LOCAL_PATTERN = rf"^(file://(localhost)?)?(/{_SEGMENT})*(/{_SEGMENT}/{_SEGMENT}|/[^/#]+[.]onnx)(#.*)?$"
+LOCAL_MESSAGE = (
+    "a local model path (a plain path or file://) must be normalised (no '//', '.' or '..' segments) "
+    "and name a .onnx file or a directory at least two levels deep: '/', '//' or a top-level "
+    "directory such as /etc would copy a system tree into the pod"
+)
 URI_MESSAGE = "model.uri must be an absolute path or a file://, http://, https://, s3:// or pvc:// URI"
 # An extended resource name such as nvidia.com/gpu or amd.com/gpu (domain-qualified).
 EXTENDED_RESOURCE_PATTERN = (
@@ -50,12 +62,43 @@ EXTENDED_RESOURCE_PATTERN = (
 # metadata.name must be a DNS-1035 label: it names the Service (and every other child).
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 NAME_MAX = 63
+# Kubernetes names and label syntax (apimachinery's validation), written for both RE2 (CEL) and
+# Python's re: no backslashes, dots as [.].
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+SUBDOMAIN_PATTERN = rf"^{_DNS_LABEL}([.]{_DNS_LABEL})*$"
+SUBDOMAIN_MAX = 253
+_LABEL_NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]"
+LABEL_KEY_PATTERN = rf"^({_DNS_LABEL}([.]{_DNS_LABEL})*/)?{_LABEL_NAME}$"
+LABEL_KEY_MAX = 317  # a 253-character prefix, "/", a 63-character name
+LABEL_VALUE_PATTERN = rf"^({_LABEL_NAME})?$"
+LABEL_VALUE_MAX = 63
+MAP_MAX = 64
+"""Most entries of a label or annotation map (bounds the CEL cost the API server estimates)."""
+KEY_WORDS = "an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', "
+KEY_WORDS += "starting and ending with a letter or digit"
+VALUE_WORDS = "at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+NAME_WORDS = "a lower-case DNS subdomain (letters, digits, '-' and '.', at most 253 characters)"
+# Flags of `modelserve serve` the operator sets (and their argparse abbreviations).
+OWNED_ARG_PATTERN = (
+    r"^--(h(o(st?)?)?|ht(t(p(-(p(o(rt?)?)?)?)?)?)?|g(r(p(c(-(p(o(rt?)?)?)?)?)?)?)?"
+    r"|m(o(d(e(l(-.*)?)?)?)?)?)(=.*)?$"
+)
+MIN_MEMORY = "32Mi"
 
 Quantity = int | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)]
 """A Kubernetes quantity ("500m", "2Gi", 4): int-or-string in the CRD."""
 
 IntOrPercent = Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(pattern=r"^[0-9]{1,3}%$")]
 """A pod count or a percentage ("50%"), as in a PodDisruptionBudget."""
+
+
+def cel_regex(pattern: str, chunk: int = 24) -> str:
+    """A regular expression as a CEL string literal, in ``+``-joined pieces: the CRD's YAML can
+    then fold a long rule at the spaces between them (yamllint holds lines to 140 columns)."""
+    pieces = [pattern[i : i + chunk] for i in range(0, len(pattern), chunk)] or [""]
+    if any("'" in piece for piece in pieces):
+        raise ValueError(f"a CEL pattern cannot hold a single quote: {pattern}")
+    return " + ".join(f"'{piece}'" for piece in pieces)
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, JsonValue]:
@@ -85,14 +128,60 @@ class Rule:
 
 
 NAME_RULE = Rule(
-    f"self.metadata.name.size() <= {NAME_MAX} && self.metadata.name.matches('{NAME_PATTERN}')",
+    f"self.metadata.name.size() <= {NAME_MAX} && self.metadata.name.matches({cel_regex(NAME_PATTERN)})",
     f"metadata.name must be a DNS-1035 label of at most {NAME_MAX} characters (lower-case "
     "letters, digits and '-', starting with a letter): it names the Service",
     None,
-    lambda md: len(str(md["metadata"]["name"])) <= NAME_MAX
-    and re.search(NAME_PATTERN, str(md["metadata"]["name"])) is not None,
+    lambda md: (
+        len(str(md["metadata"]["name"])) <= NAME_MAX
+        and re.search(NAME_PATTERN, str(md["metadata"]["name"])) is not None
+    ),
 )
 """The one rule on the whole object (the root of the CRD's schema), not on the spec."""
+
+
+def _matches(pattern: str, value: str | None) -> bool:
+    return value is None or re.search(pattern, value) is not None
+
+
+def name_rule(field: str, path: str) -> Rule:
+    """``self.<field>`` (optional) must be an object name (DNS subdomain)."""
+    attr = _snake(field)
+    return Rule(
+        f"!has(self.{field}) || self.{field}.matches({cel_regex(SUBDOMAIN_PATTERN)})",
+        f"{path} must be {NAME_WORDS}",
+        f".{field}",
+        lambda m: _matches(SUBDOMAIN_PATTERN, getattr(m, attr)),
+    )
+
+
+def label_map_rule(field: str, path: str, *, values: bool) -> Rule:
+    """Every key of the map ``self.<field>`` is a label (or annotation) key, and with ``values``
+    every value a label value."""
+    attr = _snake(field)
+    cel_check = f"k.matches({cel_regex(LABEL_KEY_PATTERN)})"
+    if values:
+        cel_check += f" && self.{field}[k].matches({cel_regex(LABEL_VALUE_PATTERN)})"
+    words = f"{path} keys must be label keys ({KEY_WORDS})"
+    if values:
+        words += f", and its values label values ({VALUE_WORDS})"
+
+    def check(m: Any) -> bool:
+        items: dict[str, str] = getattr(m, attr)
+        return all(
+            _matches(LABEL_KEY_PATTERN, k) and (not values or _matches(LABEL_VALUE_PATTERN, v))
+            for k, v in items.items()
+        )
+
+    return Rule(f"!has(self.{field}) || self.{field}.all(k, {cel_check})", words, f".{field}", check)
+
+
+def _snake(camel: str) -> str:
+    return re.sub(r"([A-Z])", lambda c: "_" + c.group(1).lower(), camel)
+
+
+LabelValue = Annotated[str, StringConstraints(max_length=LABEL_VALUE_MAX)]
+ObjectName = Annotated[str, StringConstraints(max_length=SUBDOMAIN_MAX)]
 
 
 def _rules_schema(schema: dict[str, JsonValue], model: type[Any]) -> None:
@@ -131,7 +220,7 @@ class ModelSource(_Model):
     """Where the ONNX model comes from."""
 
     RULES = (
-        Rule(f"self.uri.matches('{URI_PATTERN}')", URI_MESSAGE, ".uri",
+        Rule(f"self.uri.matches({cel_regex(URI_PATTERN)})", URI_MESSAGE, ".uri",
              lambda m: re.search(URI_PATTERN, m.uri) is not None),
         Rule("!has(self.sha256) || !self.uri.startsWith('pvc://')",
              "model.sha256 cannot be verified for a pvc:// model (it is mounted, not fetched)", ".sha256",
@@ -139,8 +228,12 @@ class ModelSource(_Model):
         Rule("!has(self.credentialsSecret) || self.uri.startsWith('s3://')",
              "model.credentialsSecret is used for s3:// URIs only", ".credentialsSecret",
              lambda m: m.credentials_secret is None or m.uri.startswith("s3://")),
-        Rule(f"!self.uri.startsWith('pvc://') || self.uri.matches('{PVC_PATTERN}')", PVC_MESSAGE, ".uri",
+        Rule(f"!self.uri.startsWith('pvc://') || self.uri.matches({cel_regex(PVC_PATTERN)})",
+             PVC_MESSAGE, ".uri",
              lambda m: not m.uri.startswith("pvc://") or re.search(PVC_PATTERN, m.uri) is not None),
+        Rule("!(self.uri.startsWith('/') || self.uri.startsWith('file://')) "
+             f"|| self.uri.matches({cel_regex(LOCAL_PATTERN)})", LOCAL_MESSAGE, ".uri",
+             lambda m: not m.uri.startswith(("/", "file://")) or re.search(LOCAL_PATTERN, m.uri) is not None),
     )  # fmt: skip
 
     uri: str = Field(
@@ -186,7 +279,15 @@ class ModelSource(_Model):
 class EnvVar(_Model):
     """An environment variable of the server container (the Kubernetes EnvVar shape)."""
 
-    name: str = Field(min_length=1, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Variable name.")
+    RULES = (
+        Rule("!has(self.value) || self.value == '' || !has(self.valueFrom)",
+             "runtime.env: an entry sets either value or valueFrom, not both", ".valueFrom",
+             lambda m: not m.value or m.value_from is None),
+    )  # fmt: skip
+
+    name: str = Field(
+        min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Variable name."
+    )
     value: str | None = Field(default=None, description="Literal value.")
     value_from: dict[str, Any] | None = Field(
         default=None,
@@ -197,6 +298,16 @@ class EnvVar(_Model):
 
 class Runtime(_Model):
     """How the inference server runs."""
+
+    RULES = (
+        Rule("!has(self.env) || self.env.all(e, self.env.exists_one(f, f.name == e.name))",
+             "runtime.env names must be unique", ".env",
+             lambda m: len({e.name for e in m.env}) == len(m.env)),
+        Rule(f"!has(self.args) || self.args.all(a, !a.matches({cel_regex(OWNED_ARG_PATTERN)}))",
+             "runtime.args must not set --host, --http-port, --grpc-port or --model (or an abbreviation): "
+             "the operator sets them to match the pod's probes, ports and model volume", ".args",
+             lambda m: not any(re.search(OWNED_ARG_PATTERN, a) for a in m.args)),
+    )  # fmt: skip
 
     image: str | None = Field(
         default=None,
@@ -234,19 +345,48 @@ class Runtime(_Model):
             "termination grace period is set longer than this."
         ),
     )
-    args: list[str] = Field(
-        default_factory=list, description="Extra arguments appended to `modelserve serve`."
+    args: list[Annotated[str, StringConstraints(max_length=4096)]] = Field(
+        default_factory=list, max_length=64, description="Extra arguments appended to `modelserve serve`."
     )
     env: list[EnvVar] = Field(
-        default_factory=list, description="Extra environment variables of the server container."
+        default_factory=list,
+        max_length=64,
+        description="Extra environment variables of the server container.",
     )
 
 
 # --------------------------------------------------------------------------- resources
 
 
+def _quantity_rules(path: str, *, optional: bool) -> tuple[Rule, Rule]:
+    """cpu > 0 and memory >= MIN_MEMORY (a negative or 1-byte quantity passes the pattern and then
+    fails or starves the pod)."""
+
+    def rule(name: str, cel_test: str, words: str, test: Callable[[Any], bool]) -> Rule:
+        value = f"string(self.{name})"
+        guard = f"!has(self.{name}) || " if optional else ""
+        return Rule(
+            f"{guard}!isQuantity( {value} ) || {cel_test.format(q=f'quantity( {value} )')}",
+            f"{path}.{name} {words}",
+            f".{name}",
+            lambda m: getattr(m, name) is None or test(parse_quantity(getattr(m, name))),
+        )
+
+    return (
+        rule("cpu", "{q}.compareTo(quantity('0')) > 0", "must be greater than 0", lambda q: q > 0),
+        rule(
+            "memory",
+            f"{{q}}.compareTo(quantity('{MIN_MEMORY}')) >= 0",
+            f"must be at least {MIN_MEMORY} (the server process alone needs more)",
+            lambda q: q >= parse_quantity(MIN_MEMORY),
+        ),
+    )
+
+
 class ResourceRequests(_Model):
     """CPU and memory the scheduler reserves for the server container (Kubernetes quantities)."""
+
+    RULES = _quantity_rules("resources.requests", optional=False)
 
     cpu: Quantity = Field(default="500m", description="CPU request, e.g. 500m or 2.")
     memory: Quantity = Field(default="1Gi", description="Memory request, e.g. 512Mi or 4Gi.")
@@ -254,6 +394,8 @@ class ResourceRequests(_Model):
 
 class ResourceLimits(_Model):
     """Upper bounds of the server container (Kubernetes quantities)."""
+
+    RULES = _quantity_rules("resources.limits", optional=True)
 
     cpu: Quantity | None = Field(
         default=None, description="CPU limit; none by default (throttling hurts latency)."
@@ -372,9 +514,34 @@ class Scaling(_Model):
 class Toleration(_Model):
     """A Kubernetes toleration."""
 
-    key: str | None = Field(default=None, description="Taint key; empty with operator Exists matches all.")
+    RULES = (
+        Rule(f"!has(self.key) || self.key == '' || self.key.matches({cel_regex(LABEL_KEY_PATTERN)})",
+             f"scheduling.tolerations[].key must be a label key ({KEY_WORDS})", ".key",
+             lambda m: not m.key or _matches(LABEL_KEY_PATTERN, m.key)),
+        Rule("self.operator == 'Exists' || (has(self.key) && self.key != '')",
+             "scheduling.tolerations[]: a toleration without a key must use operator Exists", ".operator",
+             lambda m: m.operator == "Exists" or bool(m.key)),
+        Rule("self.operator != 'Exists' || !has(self.value) || self.value == ''",
+             "scheduling.tolerations[]: a toleration with operator Exists has no value", ".value",
+             lambda m: m.operator != "Exists" or not m.value),
+        Rule(f"!has(self.value) || self.value.matches({cel_regex(LABEL_VALUE_PATTERN)})",
+             f"scheduling.tolerations[].value must be a label value ({VALUE_WORDS})", ".value",
+             lambda m: _matches(LABEL_VALUE_PATTERN, m.value)),
+        Rule("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+             "scheduling.tolerations[].tolerationSeconds applies to effect NoExecute only",
+             ".tolerationSeconds",
+             lambda m: m.toleration_seconds is None or m.effect == "NoExecute"),
+    )  # fmt: skip
+
+    key: str | None = Field(
+        default=None,
+        max_length=LABEL_KEY_MAX,
+        description="Taint key; empty with operator Exists matches all.",
+    )
     operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists or Equal.")
-    value: str | None = Field(default=None, description="Taint value (operator Equal).")
+    value: str | None = Field(
+        default=None, max_length=LABEL_VALUE_MAX, description="Taint value (operator Equal)."
+    )
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect to match; empty matches all effects."
     )
@@ -386,10 +553,17 @@ class Toleration(_Model):
 class TopologySpread(_Model):
     """Spread of the pods across a topology domain (by default: across nodes)."""
 
+    RULES = (
+        Rule(f"self.topologyKey.matches({cel_regex(LABEL_KEY_PATTERN)})",
+             f"scheduling.topologySpread.topologyKey must be a label key ({KEY_WORDS})", ".topologyKey",
+             lambda m: _matches(LABEL_KEY_PATTERN, m.topology_key)),
+    )  # fmt: skip
+
     enabled: bool = Field(default=True, description="Add a topologySpreadConstraint for the pods.")
     topology_key: str = Field(
         default="kubernetes.io/hostname",
         min_length=1,
+        max_length=LABEL_KEY_MAX,
         description="Node label that defines the domains (e.g. kubernetes.io/hostname or a zone label).",
     )
     max_skew: int = Field(
@@ -404,9 +578,18 @@ class TopologySpread(_Model):
 class Scheduling(_Model):
     """Where the pods may run."""
 
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pods require.")
+    RULES = (
+        label_map_rule("nodeSelector", "scheduling.nodeSelector", values=True),
+        name_rule("priorityClassName", "scheduling.priorityClassName"),
+        name_rule("runtimeClassName", "scheduling.runtimeClassName"),
+    )
+
+    node_selector: dict[str, LabelValue] = Field(
+        default_factory=dict, max_length=MAP_MAX, description="Node labels the pods require."
+    )
     tolerations: list[Toleration] = Field(
         default_factory=list,
+        max_length=32,
         description="Tolerations; the GPU toleration (<gpuResource> Exists NoSchedule) is added for you.",
     )
     affinity: dict[str, Any] | None = Field(
@@ -414,8 +597,8 @@ class Scheduling(_Model):
         description="A Kubernetes Affinity (nodeAffinity, podAffinity, podAntiAffinity), passed through.",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
-    priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods.")
-    runtime_class_name: str | None = Field(
+    priority_class_name: ObjectName | None = Field(default=None, description="PriorityClass of the pods.")
+    runtime_class_name: ObjectName | None = Field(
         default=None, description="RuntimeClass of the pods (e.g. nvidia on clusters that need it)."
     )
     topology_spread: TopologySpread = Field(
@@ -429,14 +612,21 @@ class Scheduling(_Model):
 class Ingress(_Model):
     """An Ingress in front of the HTTP port."""
 
+    RULES = (
+        name_rule("className", "service.ingress.className"),
+        name_rule("tlsSecret", "service.ingress.tlsSecret"),
+    )
+
     host: str = Field(
         min_length=1,
         pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
         description="Host name routed to the model.",
     )
     path: str = Field(default="/", pattern=r"^/.*$", description="Path prefix routed to the model.")
-    class_name: str | None = Field(default=None, description="IngressClass; the cluster default when empty.")
-    tls_secret: str | None = Field(
+    class_name: ObjectName | None = Field(
+        default=None, description="IngressClass; the cluster default when empty."
+    )
+    tls_secret: ObjectName | None = Field(
         default=None, description="Secret with the TLS certificate for host; plain HTTP when empty."
     )
 
@@ -448,6 +638,7 @@ class ServiceSpec(_Model):
         Rule("self.grpcPort == 0 || self.grpcPort != self.httpPort",
              "service.httpPort and service.grpcPort must differ", ".grpcPort",
              lambda m: m.grpc_port == 0 or m.grpc_port != m.http_port),
+        label_map_rule("annotations", "service.annotations", values=False),
     )  # fmt: skip
 
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
@@ -460,13 +651,21 @@ class ServiceSpec(_Model):
         default=8081, ge=0, le=65535, description="Service port for gRPC; 0 disables gRPC."
     )
     annotations: dict[str, str] = Field(
-        default_factory=dict, description="Annotations of the Service (e.g. for a load balancer)."
+        default_factory=dict,
+        max_length=MAP_MAX,
+        description="Annotations of the Service (e.g. for a load balancer).",
     )
     ingress: Ingress | None = Field(default=None, description="Optional Ingress for the HTTP port.")
 
 
 class Disruption(_Model):
     """Voluntary disruption budget (a PodDisruptionBudget exists when replicas can exceed 1)."""
+
+    RULES = (
+        Rule("string(self.minAvailable).matches('^([0-9]+|([0-9]|[1-9][0-9]|100)%)$')",
+             "disruption.minAvailable as a percentage must be at most 100%", ".minAvailable",
+             lambda m: isinstance(m.min_available, int) or int(m.min_available[:-1]) <= 100),
+    )  # fmt: skip
 
     min_available: IntOrPercent = Field(
         default=1, description="Pods that must stay available during voluntary disruptions (count or %)."
@@ -485,21 +684,47 @@ class Monitoring(_Model):
 class PodTemplate(_Model):
     """Small overrides of the pod template."""
 
-    labels: dict[str, str] = Field(default_factory=dict, description="Extra pod labels.")
-    annotations: dict[str, str] = Field(default_factory=dict, description="Extra pod annotations.")
-    service_account_name: str | None = Field(
+    RULES = (
+        label_map_rule("labels", "podTemplate.labels", values=True),
+        label_map_rule("annotations", "podTemplate.annotations", values=False),
+        name_rule("serviceAccountName", "podTemplate.serviceAccountName"),
+        Rule("!has(self.imagePullSecrets) || "
+             f"self.imagePullSecrets.all(s, s.matches({cel_regex(SUBDOMAIN_PATTERN)}))",
+             f"podTemplate.imagePullSecrets must be Secret names, each {NAME_WORDS}", ".imagePullSecrets",
+             lambda m: all(_matches(SUBDOMAIN_PATTERN, n) for n in m.image_pull_secrets)),
+    )  # fmt: skip
+
+    labels: dict[str, LabelValue] = Field(
+        default_factory=dict, max_length=MAP_MAX, description="Extra pod labels."
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict, max_length=MAP_MAX, description="Extra pod annotations."
+    )
+    service_account_name: ObjectName | None = Field(
         default=None, description="ServiceAccount of the pods (e.g. for workload identity to S3)."
     )
-    image_pull_secrets: list[str] = Field(
-        default_factory=list, description="Names of Secrets used to pull the server image."
+    image_pull_secrets: list[ObjectName] = Field(
+        default_factory=list, max_length=16, description="Names of Secrets used to pull the server image."
     )
 
 
 # --------------------------------------------------------------------------- spec / status
 
 
+def _count(value: int | str) -> int | None:
+    return value if isinstance(value, int) else None
+
+
 class ModelDeploymentSpec(_Model):
     """Desired state of a ModelDeployment: one model served by a scaled set of server pods."""
+
+    RULES = (
+        Rule("!string(self.disruption.minAvailable).matches('^[0-9]+$') "
+             "|| int(string(self.disruption.minAvailable)) <= self.scaling.maxReplicas",
+             "disruption.minAvailable must not exceed scaling.maxReplicas: a budget for more pods than can "
+             "exist is never met", ".disruption.minAvailable",
+             lambda m: (_count(m.disruption.min_available) or 0) <= m.scaling.max_replicas),
+    )  # fmt: skip
 
     model: ModelSource = Field(description="The model to serve.")
     runtime: Runtime = Field(default_factory=Runtime, description="Server image and runtime options.")

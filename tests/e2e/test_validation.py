@@ -40,7 +40,47 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         {"service": {"httpPort": 70000}},
         ["spec.service.httpPort", "70000", "less than or equal to 65535"],
     ),
-]
+    # Issue 10: specs that passed `kubectl apply` and then failed late (CEL rules, one row each
+    # in modelserve_operator.api; the Kubernetes quantity library runs on the real API server).
+    ("negative-memory", {"resources": {"requests": {"memory": "-1Gi"}}},
+     ["spec.resources.requests.memory", "must be at least 32Mi"]),
+    ("one-byte-memory", {"resources": {"limits": {"memory": 1}}},
+     ["spec.resources.limits.memory", "must be at least 32Mi"]),
+    ("min-available-999", {"disruption": {"minAvailable": "999%"}},
+     ["spec.disruption.minAvailable", "at most 100%"]),
+    ("min-available-never-met", {"scaling": {"maxReplicas": 3}, "disruption": {"minAvailable": 5}},
+     ["spec.disruption.minAvailable", "must not exceed scaling.maxReplicas"]),
+    ("toleration-exists-value",
+     {"scheduling": {"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}},
+     ["operator Exists has no value"]),
+    ("toleration-seconds", {"scheduling": {"tolerations": [{"key": "k", "operator": "Exists",
+                                                            "tolerationSeconds": 5}]}},
+     ["NoExecute only"]),
+    ("node-selector-key", {"scheduling": {"nodeSelector": {"a b": "x"}}},
+     ["spec.scheduling.nodeSelector", "must be label keys"]),
+    ("topology-key", {"scheduling": {"topologySpread": {"topologyKey": "-x"}}},
+     ["spec.scheduling.topologySpread.topologyKey", "must be a label key"]),
+    ("pod-label-value", {"podTemplate": {"labels": {"team": "a/b"}}},
+     ["spec.podTemplate.labels", "label values"]),
+    ("service-annotation-key", {"service": {"annotations": {"a b": "x"}}},
+     ["spec.service.annotations", "must be label keys"]),
+    ("priority-class-name", {"scheduling": {"priorityClassName": "High_Prio"}},
+     ["spec.scheduling.priorityClassName", "DNS subdomain"]),
+    ("image-pull-secret", {"podTemplate": {"imagePullSecrets": ["Regcred"]}},
+     ["spec.podTemplate.imagePullSecrets", "Secret names"]),
+    ("tls-secret", {"service": {"ingress": {"host": "a.example.com", "tlsSecret": "my_cert"}}},
+     ["spec.service.ingress.tlsSecret", "DNS subdomain"]),
+    ("env-value-and-value-from", {"runtime": {"env": [
+        {"name": "A", "value": "x", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}},
+     ["either value or valueFrom, not both"]),
+    ("env-duplicate", {"runtime": {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}},
+     ["spec.runtime.env", "names must be unique"]),
+    ("args-host", {"runtime": {"args": ["--host", "127.0.0.1"]}},
+     ["spec.runtime.args", "must not set --host"]),
+    ("uri-root", {"model": {"uri": "//"}}, ["spec.model.uri", "a local model path"]),
+    ("uri-etc", {"model": {"uri": "/etc"}}, ["spec.model.uri", "a local model path"]),
+    ("pvc-dot-dot", {"model": {"uri": "pvc://claim/../.."}}, ["spec.model.uri", "'..' segments"]),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("case", "spec", "fragments"), INVALID, ids=[c[0] for c in INVALID])

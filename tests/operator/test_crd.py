@@ -397,7 +397,86 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
      "utilisation percentage"),
     ("bad quantity", {"model": {"uri": "/m.onnx"}, "resources": {"requests": {"memory": "lots"}}}, "memory"),
     ("no model", {}, "model"),
+    # Issue 10: specs that passed `kubectl apply` and then broke (each fails before the fix).
+    ("negative cpu", {"model": {"uri": "/m.onnx"}, "resources": {"requests": {"cpu": "-1"}}},
+     "resources.requests.cpu must be greater than 0"),
+    ("negative memory limit", {"model": {"uri": "/m.onnx"}, "resources": {"limits": {"memory": "-1Gi"}}},
+     "resources.limits.memory must be at least 32Mi"),
+    ("one byte of memory", {"model": {"uri": "/m.onnx"}, "resources": {"requests": {"memory": 1}}},
+     "resources.requests.memory must be at least 32Mi"),
+    ("request over limit", {"model": {"uri": "/m.onnx"},
+                            "resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}},
+     "resources.requests.memory must not exceed resources.limits.memory"),
+    ("minAvailable 999%", {"model": {"uri": "/m.onnx"}, "disruption": {"minAvailable": "999%"}},
+     "at most 100%"),
+    ("minAvailable never met", {"model": {"uri": "/m.onnx"}, "scaling": {"maxReplicas": 3},
+                                "disruption": {"minAvailable": 5}}, "must not exceed scaling.maxReplicas"),
+    ("toleration Exists with value", {"model": {"uri": "/m.onnx"}, "scheduling": {"tolerations": [
+        {"key": "k", "operator": "Exists", "value": "v"}]}}, "operator Exists has no value"),
+    ("toleration without key", {"model": {"uri": "/m.onnx"}, "scheduling": {"tolerations": [{"value": "v"}]}},
+     "without a key must use operator Exists"),
+    ("tolerationSeconds without NoExecute", {"model": {"uri": "/m.onnx"}, "scheduling": {"tolerations": [
+        {"key": "k", "operator": "Exists", "tolerationSeconds": 5}]}}, "NoExecute only"),
+    ("toleration bad key", {"model": {"uri": "/m.onnx"}, "scheduling": {"tolerations": [
+        {"key": "bad key", "operator": "Exists"}]}}, "tolerations[].key must be a label key"),
+    ("nodeSelector bad key", {"model": {"uri": "/m.onnx"}, "scheduling": {"nodeSelector": {"a b": "x"}}},
+     "scheduling.nodeSelector keys must be label keys"),
+    ("nodeSelector bad value",
+     {"model": {"uri": "/m.onnx"}, "scheduling": {"nodeSelector": {"zone": "a b"}}},
+     "and its values label values"),
+    ("bad topologyKey",
+     {"model": {"uri": "/m.onnx"}, "scheduling": {"topologySpread": {"topologyKey": "-x"}}},
+     "topologyKey must be a label key"),
+    ("bad pod label", {"model": {"uri": "/m.onnx"}, "podTemplate": {"labels": {"team": "a/b"}}},
+     "podTemplate.labels keys must be label keys"),
+    ("bad service annotation key", {"model": {"uri": "/m.onnx"}, "service": {"annotations": {"a b": "x"}}},
+     "service.annotations keys must be label keys"),
+    ("bad priorityClassName", {"model": {"uri": "/m.onnx"}, "scheduling": {"priorityClassName": "High_Prio"}},
+     "scheduling.priorityClassName must be a lower-case DNS subdomain"),
+    ("bad imagePullSecret", {"model": {"uri": "/m.onnx"}, "podTemplate": {"imagePullSecrets": ["Regcred"]}},
+     "podTemplate.imagePullSecrets must be Secret names"),
+    ("bad tlsSecret", {"model": {"uri": "/m.onnx"},
+                       "service": {"ingress": {"host": "a.example.com", "tlsSecret": "my_cert"}}},
+     "service.ingress.tlsSecret must be a lower-case DNS subdomain"),
+    ("env value and valueFrom", {"model": {"uri": "/m.onnx"}, "runtime": {"env": [
+        {"name": "A", "value": "x", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}},
+     "either value or valueFrom, not both"),
+    ("duplicate env", {"model": {"uri": "/m.onnx"}, "runtime": {"env": [{"name": "A", "value": "1"},
+                                                                       {"name": "A", "value": "2"}]}},
+     "runtime.env names must be unique"),
+    ("args --host", {"model": {"uri": "/m.onnx"}, "runtime": {"args": ["--host", "127.0.0.1"]}},
+     "runtime.args must not set --host"),
+    ("args --http-port=", {"model": {"uri": "/m.onnx"}, "runtime": {"args": ["--http-port=9000"]}},
+     "runtime.args must not set --host"),
+    ("args abbreviated --mod", {"model": {"uri": "/m.onnx"}, "runtime": {"args": ["--mod", "x=/y"]}},
+     "runtime.args must not set --host"),
+    ("uri //", {"model": {"uri": "//"}}, "a local model path"),
+    ("uri /etc", {"model": {"uri": "/etc"}}, "a local model path"),
+    ("uri file:///", {"model": {"uri": "file:///"}}, "a local model path"),
+    ("uri with ..", {"model": {"uri": "/opt/../etc/passwd"}}, "a local model path"),
+    ("pvc ../..", {"model": {"uri": "pvc://claim/../.."}}, "without empty, '.' or '..' segments"),
 ]  # fmt: skip
+
+VALID_EDGES: list[tuple[str, dict[str, Any]]] = [
+    ("a model directory", {"model": {"uri": "/opt/models/resnet/1"}}),
+    ("args the operator does not own",
+     {"model": {"uri": "/m.onnx"},
+      "runtime": {"args": ["--max-request-bytes", "1024", "--max-batch-size=4"]}}),
+    ("toleration Exists without key", {"model": {"uri": "/m.onnx"},
+                                       "scheduling": {"tolerations": [{"operator": "Exists"}]}}),
+    ("prefixed label keys", {"model": {"uri": "/m.onnx"}, "podTemplate": {"labels": {"example.com/team": ""}},
+                             "scheduling": {"nodeSelector": {"topology.kubernetes.io/zone": "eu-1a"}}}),
+    ("minAvailable 100% and = max", {"model": {"uri": "/m.onnx"}, "scaling": {"maxReplicas": 3},
+                                     "disruption": {"minAvailable": 3}}),
+    ("env valueFrom with empty value", {"model": {"uri": "/m.onnx"}, "runtime": {"env": [
+        {"name": "A", "value": "", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "spec"), VALID_EDGES, ids=[c for c, _ in VALID_EDGES])
+def test_valid_edges_are_admitted_by_crd_and_model(case: str, spec: dict[str, Any]) -> None:
+    assert admit(md_with(spec)) == [], case
+    api.parse_spec(spec)
 
 
 @pytest.mark.parametrize(("case", "spec", "expected"), INVALID, ids=[c for c, _, _ in INVALID])

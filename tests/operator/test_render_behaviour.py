@@ -317,13 +317,32 @@ def test_memory_limit_defaults_to_the_request_and_fetch_fits_under_it() -> None:
     assert parse_quantity(fetch["requests"]["memory"]) <= parse_quantity(fetch["limits"]["memory"])
 
 
-def test_server_args_helper_matches_render() -> None:
-    from modelserve_operator.render.common import context_for
+@pytest.mark.parametrize("flag", ["--host", "--http-port", "--grpc-port", "--model"])
+def test_the_flags_the_pod_depends_on_are_the_operators(flag: str) -> None:
+    """(Replaces a test that compared server_args with itself.) What the server parses from the
+    rendered arguments is what the pod's ports, probes and volume expect, and ``runtime.args``
+    cannot take any of those flags back: ``--host 127.0.0.1`` left the pod never Ready."""
+    from pydantic import ValidationError
 
-    obj = md({"model": {"uri": "/m.onnx"}})
-    assert pod_spec(render_children(obj, CONFIG))["containers"][0]["args"] == server_args(
-        context_for(obj, CONFIG)
-    )
+    from modelserve_server.cli import build_parser
+
+    obj = md({"model": {"uri": "https://h/models/r.onnx"}, "runtime": {"args": ["--max-request-bytes", "9"]}})
+    ctx = context_for(obj, CONFIG)
+    server = pod_spec(render_children(obj, CONFIG))["containers"][0]
+    assert server["args"] == server_args(ctx)
+    args = build_parser().parse_args(server["args"][1:])
+    ports = {p["name"]: p["containerPort"] for p in server["ports"]}
+    assert args.host == "0.0.0.0"
+    assert (args.http_port, args.grpc_port) == (ports["http"], ports["grpc"])
+    assert server["readinessProbe"]["httpGet"]["port"] == "http"
+    assert args.model == [f"demo={ctx.model_path}"] and args.max_request_bytes == 9
+    mount = next(m for m in server["volumeMounts"] if m["name"] == "models")["mountPath"]
+    assert ctx.model_path.startswith(mount + "/")
+    assert flag in server["args"]
+    for attempt in ([flag, "x"], [f"{flag}=x"], [flag[:5], "x"]):
+        with pytest.raises(ValidationError, match=r"runtime\.args must not set"):
+            md_spec = {"model": {"uri": "/m.onnx"}, "runtime": {"args": attempt}}
+            context_for(md(md_spec), CONFIG)
 
 
 # --------------------------------------------------------------------------- configuration

@@ -235,13 +235,13 @@ def model_deployments(draw: st.DrawFn) -> dict[str, Any]:
     _optional(
         draw, runtime, "args", st.lists(st.sampled_from(["--max-request-bytes", "1048576"]), max_size=2)
     )
-    env = st.fixed_dictionaries(
-        {"name": st.from_regex(r"\A[A-Z][A-Z0-9_]{0,10}\Z")},
-        optional={
-            "value": st.text("abc 123", max_size=5),
-            "valueFrom": st.just({"secretKeyRef": {"name": "s", "key": "k"}}),
-        },
-    )
+    # value or valueFrom, never both (the Kubernetes EnvVar rule the CRD now enforces too).
+    env = st.fixed_dictionaries({"name": st.from_regex(r"\A[A-Z][A-Z0-9_]{0,10}\Z")}, optional={
+        "value": st.text("abc 123", max_size=5),
+    }) | st.fixed_dictionaries({
+        "name": st.from_regex(r"\A[A-Z][A-Z0-9_]{0,10}\Z"),
+        "valueFrom": st.just({"secretKeyRef": {"name": "s", "key": "k"}}),
+    })
     _optional(draw, runtime, "env", st.lists(env, max_size=3, unique_by=lambda e: e["name"]))
     if runtime:
         spec["runtime"] = runtime
