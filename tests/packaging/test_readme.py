@@ -17,12 +17,15 @@ def _section(title: str) -> str:
 
 def test_exactly_two_setup_commands() -> None:
     blocks = re.findall(r"```sh\n(.*?)```", _section("Try it: two commands"), re.DOTALL)
-    assert len(blocks) == 1
-    commands = [ln.split("#")[0].strip() for ln in blocks[0].splitlines() if ln.split("#")[0].strip()]
-    assert commands == ["make demo", "make test"]
+    # The two set-up commands, then the one optional third (the product's real path), nothing else.
+    assert len(blocks) == 2
+    commands = [[ln.split("#")[0].strip() for ln in block.splitlines() if ln.split("#")[0].strip()]
+                for block in blocks]
+    assert commands == [["make demo", "make test"], ["make demo-cluster"]]
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"(?m)^demo:", makefile) and re.search(r"(?m)^test:", makefile)
-    assert "hack/demo.py" in makefile
+    assert re.search(r"(?m)^demo-cluster:", makefile)
+    assert "hack/demo.py" in makefile and "hack/demo_cluster.py" in makefile
 
 
 def test_flow_diagram_names_every_stage() -> None:
