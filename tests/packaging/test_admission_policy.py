@@ -77,50 +77,61 @@ def refusals(policy: dict[str, Any], spec: dict[str, Any], *, old_spec: dict[str
 MODEL = {"uri": "https://models.example.com/iris.onnx"}
 SECRET_ENV = {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s3-credentials", "key": "token"}}}
 
+def with_model(**fields: Any) -> dict[str, Any]:
+    """A spec with the default model and ``fields``."""
+    return {"model": MODEL, **fields}
+
+
+S3 = "s3://bucket/iris.onnx"
+INGRESS = {"host": "a.example.com"}
+
 ADMITTED: list[tuple[str, dict[str, Any]]] = [
-    ("defaults only", {"model": MODEL}),
+    ("defaults only", with_model()),
     ("image under an allowed registry path",
-     {"model": MODEL, "runtime": {"image": "registry.example.com/ml/modelserve-server:0.1.0"}}),
-    ("image, any tag of an allowed repository", {"model": MODEL, "runtime": {"image": "registry.example.com/base:2"}}),
-    ("allowed ServiceAccount", {"model": MODEL, "podTemplate": {"serviceAccountName": "model-reader"}}),
-    ("allowed PriorityClass", {"model": MODEL, "scheduling": {"priorityClassName": "inference"}}),
-    ("allowed credentials Secret", {"model": {"uri": "s3://bucket/iris.onnx", "credentialsSecret": "s3-credentials"}}),
-    ("allowed env Secret, and env that reads no Secret", {"model": MODEL, "runtime": {"env": [
+     with_model(runtime={"image": "registry.example.com/ml/modelserve-server:0.1.0"})),
+    ("image, any tag of an allowed repository", with_model(runtime={"image": "registry.example.com/base:2"})),
+    ("allowed ServiceAccount", with_model(podTemplate={"serviceAccountName": "model-reader"})),
+    ("allowed PriorityClass", with_model(scheduling={"priorityClassName": "inference"})),
+    ("allowed credentials Secret", {"model": {"uri": S3, "credentialsSecret": "s3-credentials"}}),
+    ("allowed env Secret, and env that reads no Secret", with_model(runtime={"env": [
         SECRET_ENV, {"name": "A", "value": "1"},
         {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "CFG", "valueFrom": {"configMapKeyRef": {"name": "not-a-secret", "key": "k"}}}]}}),
-    ("allowed pull Secrets", {"model": MODEL, "podTemplate": {"imagePullSecrets": ["regcred", "s3-credentials"]}}),
-    ("allowed TLS Secret", {"model": MODEL, "service": {"ingress": {"host": "a.example.com", "tlsSecret": "regcred"}}}),
-    ("an Ingress without TLS", {"model": MODEL, "service": {"ingress": {"host": "a.example.com"}}}),
+        {"name": "CFG", "valueFrom": {"configMapKeyRef": {"name": "not-a-secret", "key": "k"}}}]})),
+    ("allowed pull Secrets", with_model(podTemplate={"imagePullSecrets": ["regcred", "s3-credentials"]})),
+    ("allowed TLS Secret", with_model(service={"ingress": {**INGRESS, "tlsSecret": "regcred"}})),
+    ("an Ingress without TLS", with_model(service={"ingress": INGRESS})),
 ]  # fmt: skip
 
 REFUSED: list[tuple[str, dict[str, Any], list[str]]] = [
-    ("image from another registry", {"model": MODEL, "runtime": {"image": "evil.example.net/miner:1"}},
+    ("image from another registry", with_model(runtime={"image": "evil.example.net/miner:1"}),
      ["spec.runtime.image evil.example.net/miner:1 is not allowed",
       "registry.example.com/ml/, registry.example.com/base:"]),
-    ("registry host as a mere string prefix", {"model": MODEL, "runtime": {"image": "registry.example.com/mlx/a:1"}},
+    ("registry host as a mere string prefix", with_model(runtime={"image": "registry.example.com/mlx/a:1"}),
      ["spec.runtime.image registry.example.com/mlx/a:1 is not allowed"]),
-    ("another repository next to an allowed one", {"model": MODEL, "runtime": {"image": "registry.example.com/based:1"}},
+    ("a repository next to an allowed one", with_model(runtime={"image": "registry.example.com/based:1"}),
      ["spec.runtime.image registry.example.com/based:1 is not allowed"]),
-    ("image without a registry host", {"model": MODEL, "runtime": {"image": "modelserve-server:0.1.0"}},
+    ("image without a registry host", with_model(runtime={"image": "modelserve-server:0.1.0"}),
      ["spec.runtime.image modelserve-server:0.1.0 is not allowed"]),
-    ("ServiceAccount", {"model": MODEL, "podTemplate": {"serviceAccountName": "cluster-admin-sa"}},
-     ["spec.podTemplate.serviceAccountName cluster-admin-sa is not allowed", "ServiceAccounts are model-reader"]),
-    ("the default ServiceAccount named explicitly", {"model": MODEL, "podTemplate": {"serviceAccountName": "default"}},
+    ("ServiceAccount", with_model(podTemplate={"serviceAccountName": "cluster-admin-sa"}),
+     ["spec.podTemplate.serviceAccountName cluster-admin-sa is not allowed",
+      "ServiceAccounts are model-reader"]),
+    ("the default ServiceAccount named explicitly", with_model(podTemplate={"serviceAccountName": "default"}),
      ["spec.podTemplate.serviceAccountName default is not allowed"]),
-    ("PriorityClass", {"model": MODEL, "scheduling": {"priorityClassName": "system-node-critical"}},
-     ["spec.scheduling.priorityClassName system-node-critical is not allowed", "PriorityClasses are inference"]),
-    ("credentials Secret", {"model": {"uri": "s3://bucket/iris.onnx", "credentialsSecret": "db-password"}},
+    ("PriorityClass", with_model(scheduling={"priorityClassName": "system-node-critical"}),
+     ["spec.scheduling.priorityClassName system-node-critical is not allowed",
+      "PriorityClasses are inference"]),
+    ("credentials Secret", {"model": {"uri": S3, "credentialsSecret": "db-password"}},
      ["spec.model.credentialsSecret db-password is not allowed", "Secrets are s3-credentials, regcred"]),
-    ("env Secret", {"model": MODEL, "runtime": {"env": [SECRET_ENV, {"name": "PW", "valueFrom": {
-        "secretKeyRef": {"name": "db-password", "key": "pw"}}}]}},
-     ["spec.runtime.env reads Secret db-password, which is not allowed", "Secrets are s3-credentials, regcred"]),
-    ("env Secret without a name", {"model": MODEL, "runtime": {"env": [
-        {"name": "PW", "valueFrom": {"secretKeyRef": {"key": "pw"}}}]}},
+    ("env Secret", with_model(runtime={"env": [SECRET_ENV, {"name": "PW", "valueFrom": {
+        "secretKeyRef": {"name": "db-password", "key": "pw"}}}]}),
+     ["spec.runtime.env reads Secret db-password, which is not allowed",
+      "Secrets are s3-credentials, regcred"]),
+    ("env Secret without a name", with_model(runtime={"env": [
+        {"name": "PW", "valueFrom": {"secretKeyRef": {"key": "pw"}}}]}),
      ["spec.runtime.env reads Secret , which is not allowed"]),
-    ("pull Secret", {"model": MODEL, "podTemplate": {"imagePullSecrets": ["regcred", "other-team-regcred"]}},
+    ("pull Secret", with_model(podTemplate={"imagePullSecrets": ["regcred", "other-team-regcred"]}),
      ["spec.podTemplate.imagePullSecrets names other-team-regcred, which is not allowed"]),
-    ("TLS Secret", {"model": MODEL, "service": {"ingress": {"host": "a.example.com", "tlsSecret": "bank-cert"}}},
+    ("TLS Secret", with_model(service={"ingress": {**INGRESS, "tlsSecret": "bank-cert"}}),
      ["spec.service.ingress.tlsSecret bank-cert is not allowed"]),
 ]  # fmt: skip
 
@@ -155,7 +166,8 @@ def test_crd_coordinates_match_the_api() -> None:
 
 def test_binding_namespace_selector(render: Render) -> None:
     selector = {"matchLabels": {"modelserve.io/restricted": "true"}}
-    _, binding = _policy(render, *ALLOWED, "--set-json", f"admissionPolicy.namespaceSelector={json.dumps(selector)}")
+    _, binding = _policy(render, *ALLOWED, "--set-json",
+                         f"admissionPolicy.namespaceSelector={json.dumps(selector)}")
     assert binding["spec"]["matchResources"] == {"namespaceSelector": selector}
 
 
