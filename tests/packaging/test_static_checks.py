@@ -105,7 +105,8 @@ def test_no_package_registry_host_is_named_in_the_repository() -> None:
     import re
     import subprocess
 
-    words = ("debian", "ubuntu", "pypi", "pythonhosted", "npmjs", "golang", "crates", "maven", "rubygems")
+    words = ("deb.debian", "security.debian", "archive.ubuntu", "pypi", "pythonhosted", "npmjs",
+             "proxy.golang", "crates", "repo1.maven", "rubygems")
     # A URL's host, or a bare dotted host name ("x.y.org").
     url = re.compile(r"[a-z][a-z0-9+.-]*://([A-Za-z0-9.-]+)|\b((?:[A-Za-z0-9-]+\.)+(?:org|com|io|net|dev))\b")
     tracked = subprocess.run(
