@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import uvicorn
 
 from modelserve_server.errors import StartupError
+from modelserve_server.modelcheck import ModelInvalid, write_termination_message
 from modelserve_server.protocol.rest.app import create_asgi
 from modelserve_server.protocol.rest.connection import ConnectionLimits, protocol_class
 from modelserve_server.repository import build_index
@@ -164,6 +165,8 @@ async def serve(options: ServeOptions, plan: ProviderPlan) -> int:
             raise StartupError("the HTTP server stopped unexpectedly")
     except StartupError as exc:
         log.error("start-up failed: %s", exc)
+        kind = "ModelInvalid" if isinstance(exc, ModelInvalid) else "StartupError"
+        write_termination_message(f"{kind}: {exc}")
         server.should_exit = True
         if grpc is not None:
             await grpc.stop(0)
