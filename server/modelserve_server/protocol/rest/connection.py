@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -30,8 +31,10 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from modelserve_server.metrics import Metrics
+from modelserve_server.parsing import ascii_uint
 from modelserve_server.protocol.rest.asgi import error_body
 
+_DECIMAL = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?", re.ASCII)
 _REASONS = {
     400: b"Bad Request",
     408: b"Request Timeout",
@@ -59,11 +62,11 @@ class ConnectionLimits:
             raw = env.get(f"MODELSERVE_HTTP_{field.name.upper()}")
             if raw is None:
                 continue
-            kind = int if field.type in ("int", int) else float
-            try:
-                value = kind(raw) if raw.isascii() and raw.replace(".", "", 1).isdigit() else None
-            except ValueError:
-                value = None
+            value: float | None
+            if field.type in ("int", int):
+                value = ascii_uint(raw)
+            else:
+                value = float(raw) if _DECIMAL.fullmatch(raw) else None
             if value is None or value <= 0:
                 raise ValueError(f"MODELSERVE_HTTP_{field.name.upper()}={raw!r}: not a positive number")
             values[field.name] = value
