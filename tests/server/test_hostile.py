@@ -488,3 +488,25 @@ def test_text_number_parsers_take_ascii_digits_only() -> None:
     assert version_sort_key("10") > version_sort_key("9")
     with pytest.raises(Exception, match="Inference-Header-Content-Length"):
         parse_header_length("\u00b2", 10)
+
+
+def test_an_old_keepalive_connection_is_told_to_close_so_clients_rebalance(
+    server_factory: ServerFactory, onnx_models: dict[str, Path]
+) -> None:
+    """After a scale-up, long-lived keep-alive connections would stay on the old pods forever: the
+    first response after a connection's maximum age carries `Connection: close`."""
+    server = server_factory("--model", f"mlp={onnx_models['mlp']}",
+                            env={"MODELSERVE_HTTP_MAX_CONNECTION_AGE_S": "1"})
+    session = requests.Session()
+    first = session.post(f"{server.url}/v2/models/mlp/infer", data=js(GOOD), timeout=30)
+    assert first.status_code == 200 and first.headers.get("connection") != "close"
+    deadline = time.monotonic() + 30
+    while True:  # the clock is the server's: ask until its answer says the connection is old
+        r = session.post(f"{server.url}/v2/models/mlp/infer", data=js(GOOD), timeout=30)
+        assert r.status_code == 200
+        if r.headers.get("connection") == "close":
+            break
+        assert time.monotonic() < deadline, "no Connection: close after the maximum connection age"
+        time.sleep(0.1)
+    # The client reconnects and is served on a fresh connection.
+    assert session.post(f"{server.url}/v2/models/mlp/infer", data=js(GOOD), timeout=30).status_code == 200

@@ -14,6 +14,10 @@ application runs. Refusals are JSON like every other error (:func:`.asgi.error_b
   opening) -> 408 and close; a body not complete within ``body_timeout_s`` of its head -> 408.
 * Connections: beyond ``max_connections`` open ones -> 503 at once and close. The count is the
   ``modelserve_http_open_connections`` gauge; refusals count in ``modelserve_http_rejected_total``.
+* Age: the first response after a connection is ``max_connection_age_s`` old carries
+  ``Connection: close``, so keep-alive clients reconnect and kube-proxy spreads them again: after a
+  scale-up the new pods take traffic within that time (as gRPC's MAX_CONNECTION_AGE does), instead
+  of every long-lived connection staying on the pods that existed when it opened.
 * SIGTERM: an idle keep-alive connection stays open for ``drain_idle_s`` so that a request already
   on its way is answered (with ``Connection: close``); in-flight requests are answered with
   ``Connection: close`` (uvicorn's own rule).
@@ -53,6 +57,7 @@ class ConnectionLimits:
     body_timeout_s: float = 60.0
     max_connections: int = 1024
     drain_idle_s: float = 2.0
+    max_connection_age_s: float = 30.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ConnectionLimits:
@@ -92,11 +97,13 @@ class GuardedProtocol(HttpToolsProtocol):
         self._refused = False
         self._draining = False
         self._timer: asyncio.TimerHandle | None = None
+        self._born = 0.0
 
     # -- connection life ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._born = self.loop.time()
         cls = type(self)
         cls.open_connections += 1
         self._gauge()
@@ -152,7 +159,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._disarm()
         super().on_headers_complete()
-        if self._draining and self.cycle is not None:
+        old = self.loop.time() - self._born >= self.limits.max_connection_age_s
+        if (self._draining or old) and self.cycle is not None:
             self.cycle.keep_alive = False
         if self.cycle is not None and self.cycle.more_body:
             self._arm(self.limits.body_timeout_s, self._body_timeout)
