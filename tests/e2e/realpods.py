@@ -149,6 +149,8 @@ class Load:
     url: str
     body: bytes
     workers: int = 4
+    think_s: float = 0.0
+    """Pause after each request (0: closed loop); a trickle of load uses it."""
     ok: int = 0
     failures: list[str] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
@@ -174,6 +176,8 @@ class Load:
                     self.latencies.append(time.monotonic() - start)
                 else:
                     self.failures.append(outcome)
+            if self.think_s:
+                self._stop.wait(self.think_s)
 
     def __enter__(self) -> Load:
         for _ in range(self.workers):
@@ -193,9 +197,10 @@ class Load:
 
 
 @contextlib.contextmanager
-def steady_load(url: str, body: bytes, workers: int = 4, warm: int = 20) -> Iterator[Load]:
+def steady_load(url: str, body: bytes, workers: int = 4, warm: int = 20,
+                think_s: float = 0.0) -> Iterator[Load]:
     """Load that is already succeeding (`warm` good answers) before the block runs."""
-    with Load(url, body, workers=workers) as load:
+    with Load(url, body, workers=workers, think_s=think_s) as load:
         wait_for(f"{warm} successful requests to {url}", lambda: load.snapshot()[0] >= warm, timeout=120,
                  interval=0.2)
         yield load
