@@ -78,6 +78,13 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "description": "Cluster-local inference URL.",
     },
     {
+        "name": "Provider",
+        "type": "string",
+        "jsonPath": ".status.provider",
+        "priority": 1,
+        "description": "Execution provider the ready pods run (AcceleratorReady has the detail).",
+    },
+    {
         "name": "Ready-Replicas",
         "type": "integer",
         "jsonPath": ".status.readyReplicas",

@@ -33,10 +33,11 @@ import time
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from modelserve_operator import drift, metrics
+from modelserve_operator import accelerator, drift, metrics
 from modelserve_operator.api import API_VERSION, GROUP, KIND, parse_spec
 from modelserve_operator.config import OperatorConfig
 from modelserve_operator.kube import FIELD_MANAGER, HANDOVER_FIELD_MANAGER, Kube, KubeError
+from modelserve_operator.provider_probe import ProviderProbe, is_ready
 from modelserve_operator.render import render_children, selector_for, url_for
 from modelserve_operator.render.common import model_name_for
 from modelserve_operator.render.labels import selector_labels
@@ -127,6 +128,7 @@ class Reconciler:
         self._pending: dict[Key, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._podmonitor: tuple[float, bool] | None = None
+        self.providers = ProviderProbe() if config.probe_providers else None
 
     # ------------------------------------------------------------------ helpers
 
@@ -214,6 +216,8 @@ class Reconciler:
                     self.poke(str(meta.get("namespace")), str(meta.get("name")), "resync")
 
     async def close(self) -> None:
+        if self.providers is not None:
+            await self.providers.close()
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -275,8 +279,23 @@ class Reconciler:
 
         pods = await self._pods(md) if deployment is not None else []
         await self._report(md, outcome, deployment=deployment, pods=pods, url=url, selector=selector,
-                           model=model)
+                           model=model, accel_status=self._accelerator(md, pods, model))
         return outcome
+
+    def _accelerator(
+        self, md: Mapping[str, Any], pods: list[dict[str, Any]], model: str
+    ) -> accelerator.AcceleratorStatus:
+        """AcceleratorReady from the ready pods' model metadata (:mod:`provider_probe`)."""
+        gpu = int((((md.get("spec") or {}).get("resources") or {}).get("gpu")) or 0)
+        ready = sum(1 for p in pods if is_ready(p))
+        meta = _meta(md)
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        seen = (
+            self.providers.observe(pods, model, lambda: self.poke(namespace, name, "provider"))
+            if self.providers is not None
+            else None
+        )
+        return accelerator.compute(seen, gpu=gpu, ready_pods=ready)
 
     async def _read(
         self, api_version: str, kind: str, md: Mapping[str, Any], name: str
@@ -396,10 +415,11 @@ class Reconciler:
         selector: str | None,
         model: str,
         problem: Problem | None = None,
+        accel_status: accelerator.AcceleratorStatus | None = None,
     ) -> None:
         meta = _meta(md)
         update = compute_status(md, deployment=deployment, pods=pods, url=url, selector=selector,
-                                problem=problem, model=model)
+                                problem=problem, model=model, accelerator=accel_status)
         outcome.status = update.status
         if update.patch is not None:
             try:

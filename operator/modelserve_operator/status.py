@@ -24,10 +24,12 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from modelserve_operator import accelerator as accel
+
 FETCH_CONTAINER = "fetch"
 IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
 CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
-CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded", accel.CONDITION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +52,12 @@ class Transition:
 
     @property
     def warning(self) -> bool:
-        """Warnings are the transitions a user should look at: degraded, or no longer ready."""
-        return (self.type == "Degraded" and self.status == "True") or (
-            self.type == "Ready" and self.status == "False" and self.previous_status == "True"
+        """Warnings are the transitions a user should look at: degraded, no longer ready, or a pod
+        that does not run the execution provider it asked for."""
+        return (
+            (self.type == "Degraded" and self.status == "True")
+            or (self.type == "Ready" and self.status == "False" and self.previous_status == "True")
+            or (self.type == accel.CONDITION and self.status == "False")
         )
 
 
@@ -209,11 +214,14 @@ def compute_status(
     problem: Problem | None = None,
     model: str | None = None,
     now: datetime.datetime | None = None,
+    accelerator: accel.AcceleratorStatus | None = None,
 ) -> StatusUpdate:
     """The status ``md`` should have, and the merge patch that gets it there (None if none).
 
     ``problem`` is a spec-level problem found by the reconciler (invalid spec, missing PVC):
-    it wins over anything the pods say, and the children may not even exist.
+    it wins over anything the pods say, and the children may not even exist. ``accelerator``
+    (:func:`modelserve_operator.accelerator.compute`) adds the AcceleratorReady condition and
+    ``status.provider``.
     """
     now = now or datetime.datetime.now(datetime.UTC)
     current: Mapping[str, Any] = md.get("status") or {}
@@ -224,7 +232,10 @@ def compute_status(
 
     conditions: list[dict[str, Any]] = []
     transitions: list[Transition] = []
-    for ctype, (cstatus, reason, message) in _conditions(deployment, problem, spec_problem).items():
+    wanted = _conditions(deployment, problem, spec_problem)
+    if accelerator is not None:
+        wanted[accel.CONDITION] = (accelerator.status, accelerator.reason, accelerator.message)
+    for ctype, (cstatus, reason, message) in wanted.items():
         before = previous.get(ctype) or {}
         same_status = before.get("status") == cstatus
         cond: dict[str, Any] = {
@@ -238,7 +249,9 @@ def compute_status(
         if generation is not None:
             cond["observedGeneration"] = int(generation)
         conditions.append(cond)
-        if (not same_status or before.get("reason") != reason) and (before or cstatus == "True"):
+        first_fallback = ctype == accel.CONDITION and cstatus == "False"  # warn from the first sighting
+        changed = not same_status or before.get("reason") != reason
+        if changed and (before or cstatus == "True" or first_fallback):
             transitions.append(Transition(ctype, cstatus, reason, message, before.get("status")))
 
     status: dict[str, Any] = {
@@ -251,6 +264,10 @@ def compute_status(
     }
     if generation is not None:
         status["observedGeneration"] = int(generation)
+    if accelerator is not None:
+        status["provider"] = accelerator.provider
     status = {key: value for key, value in status.items() if value is not None}
+    if accelerator is not None and accelerator.provider is None and current.get("provider") is not None:
+        status["provider"] = None  # a merge patch removes the stale summary
     unchanged = all(current.get(key) == value for key, value in status.items())
     return StatusUpdate(status=status, patch=None if unchanged else status, transitions=transitions)

@@ -226,6 +226,8 @@ NO_DEFAULT = {
     ".spec.service.annotations", ".spec.service.ingress", ".spec.podTemplate.labels",
     ".spec.podTemplate.annotations", ".spec.podTemplate.serviceAccountName",
     ".spec.podTemplate.imagePullSecrets",
+    ".spec.runtime.accelerator.gpuMemLimit", ".spec.runtime.accelerator.engineCache.claimName",
+    ".spec.runtime.accelerator.dynamicDims",
 }  # fmt: skip
 
 
