@@ -3,7 +3,10 @@
 Why HTTP to the pod and not an annotation or a log line: the server's model metadata is the source of
 truth (the same document a user can read), and the server needs no Kubernetes credentials. The answer
 cannot change while a container lives, so it is cached per (pod uid, server restart count): a steady
-state costs no request at all. A pod that did not answer is asked again after ``RETRY_SECONDS``.
+state costs no request at all. A pod that did not answer is asked again after ``RETRY_SECONDS``,
+doubling up to ``MAX_RETRY_SECONDS``; meanwhile its last answer stands, and the reconciler is poked
+only when an answer differs from it, so an unreachable pod causes no status write and no reconcile
+loop.
 
 A reconcile never waits for a pod: :meth:`ProviderProbe.observe` answers at once from what is known,
 starts a background request for each ready pod not asked yet, and calls ``on_change`` when an answer
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 
 TIMEOUT_SECONDS = 2.0
 RETRY_SECONDS = 30.0
+MAX_RETRY_SECONDS = 600.0
 MAX_ENTRIES = 10000
 
 CacheKey = tuple[str, int]
@@ -74,7 +78,7 @@ class ProviderProbe:
         self.retry = retry
         self.port = port
         self._known: dict[CacheKey, Observation] = {}
-        self._failed: dict[CacheKey, tuple[float, Observation]] = {}
+        self._failed: dict[CacheKey, tuple[float, int, Observation]] = {}  # (when, attempts, answer)
         self._asking: dict[CacheKey, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
 
@@ -93,18 +97,22 @@ class ProviderProbe:
             if key in self._known:
                 out.append(self._known[key])
                 continue
-            if key in self._failed and now - self._failed[key][0] < self.retry:
-                out.append(self._failed[key][1])
-                continue
-            if key not in self._asking:
+            failed = self._failed.get(key)
+            wait = min(self.retry * 2 ** (failed[1] - 1), MAX_RETRY_SECONDS) if failed else 0.0
+            due = failed is None or now - failed[0] >= wait
+            if due and key not in self._asking:
                 task = asyncio.get_running_loop().create_task(self._learn(key, pod, model, on_change))
                 self._asking[key] = task
-            out.append(Observation(name, pending=True, error="asking the pod for its execution provider"))
+            if failed is not None:
+                out.append(failed[2])  # the last answer stands while a retry is in flight
+            else:
+                out.append(Observation(name, pending=True, error="asking the pod for its execution provider"))
         return out
 
     async def _learn(
         self, key: CacheKey, pod: Mapping[str, Any], model: str, on_change: Callable[[], None]
     ) -> None:
+        before = self._failed.get(key)
         try:
             obs = await self._ask(pod, model)
             if obs.provider:
@@ -113,9 +121,11 @@ class ProviderProbe:
                 self._known[key] = obs
                 self._failed.pop(key, None)
             else:
-                self._failed[key] = (time.monotonic(), obs)
+                self._failed[key] = (time.monotonic(), (before[1] + 1) if before else 1, obs)
         finally:
             self._asking.pop(key, None)
+        if before is not None and before[2] == obs:
+            return  # the same answer as last time: nothing for the reconciler to do
         try:
             on_change()
         except Exception:  # a poke must never break the probe

@@ -222,6 +222,24 @@ async def test_probe_asks_in_the_background_then_caches(metadata_server: tuple[i
     await probe.close()
 
 
+async def test_probe_retry_with_the_same_answer_pokes_nobody(unused_tcp_port: int) -> None:
+    probe = ProviderProbe(port=unused_tcp_port, timeout=2, retry=0)  # every observe is a retry
+    pokes: list[int] = []
+    done = asyncio.Event()
+
+    def poke() -> None:
+        pokes.append(1)
+        done.set()
+
+    probe.observe([_pod("p1", "u1")], "m", poke)
+    await asyncio.wait_for(done.wait(), 10)
+    (failed,) = probe.observe([_pod("p1", "u1")], "m", poke)  # starts a retry in the background
+    assert not failed.pending  # the last answer stands meanwhile: no Probing flap, no status write
+    await asyncio.wait_for(asyncio.gather(*probe._asking.values()), 10)
+    assert pokes == [1]  # the retry failed the same way: no reconcile
+    await probe.close()
+
+
 async def test_probe_failure_is_reported_and_retried_later(unused_tcp_port: int) -> None:
     probe = ProviderProbe(port=unused_tcp_port, timeout=2, retry=3600)  # nothing listens there
     changed = asyncio.Event()
