@@ -111,12 +111,36 @@ def _pods(observations: Sequence[Observation], limit: int = 3) -> str:
 
 
 def compute(
-    observations: Sequence[Observation] | None, *, gpu: int, ready_pods: int
+    observations: Sequence[Observation] | None,
+    *,
+    gpu: int,
+    ready_pods: int,
+    previous: Mapping[str, Any] | None = None,
 ) -> AcceleratorStatus:
     """The AcceleratorReady condition from the observations of the ready pods.
 
     ``observations`` is None when the operator does not probe (``MODELSERVE_PROBE_PROVIDERS=false``).
+    ``previous`` is the ModelDeployment's current status: while the only news is "still asking"
+    (an operator restart empties the probe's cache), the condition already written stands, so a
+    restart rewrites nothing.
     """
+    result = _compute(observations, gpu=gpu, ready_pods=ready_pods)
+    if result.reason == "Probing" and previous:
+        for cond in previous.get("conditions") or []:
+            if isinstance(cond, Mapping) and cond.get("type") == CONDITION and cond.get("reason") not in (
+                None, "", "NoReadyPods", "NotObserved"
+            ):
+                provider = previous.get("provider")
+                return AcceleratorStatus(
+                    str(cond.get("status")), str(cond.get("reason")), str(cond.get("message") or ""),
+                    str(provider) if provider else None,
+                )
+    return result
+
+
+def _compute(
+    observations: Sequence[Observation] | None, *, gpu: int, ready_pods: int
+) -> AcceleratorStatus:
     if observations is None:
         return AcceleratorStatus("Unknown", "NotObserved", "the operator does not read pod metadata", None)
     if ready_pods == 0 or not observations:

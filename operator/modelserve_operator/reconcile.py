@@ -295,7 +295,7 @@ class Reconciler:
             if self.providers is not None
             else None
         )
-        return accelerator.compute(seen, gpu=gpu, ready_pods=ready)
+        return accelerator.compute(seen, gpu=gpu, ready_pods=ready, previous=md.get("status") or {})
 
     async def _read(
         self, api_version: str, kind: str, md: Mapping[str, Any], name: str

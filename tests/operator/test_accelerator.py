@@ -83,6 +83,25 @@ def test_pending_probe_and_no_pods_and_not_observed() -> None:
     assert acc.compute(None, gpu=1, ready_pods=3).reason == "NotObserved"
 
 
+def test_probing_after_an_operator_restart_keeps_the_written_condition() -> None:
+    written = {
+        "provider": "cuda",
+        "conditions": [
+            {"type": "AcceleratorReady", "status": "False", "reason": "ProviderFallback", "message": "m"}
+        ],
+    }
+    again = acc.compute([obs("p1", None, pending=True)], gpu=1, ready_pods=1, previous=written)
+    assert (again.status, again.reason, again.message, again.provider) == (
+        "False",
+        "ProviderFallback",
+        "m",
+        "cuda",
+    )
+    # ... but a real answer replaces it, and with nothing written yet "Probing" is what is known.
+    assert acc.compute([obs("p1", TRT)], gpu=1, ready_pods=1, previous=written).reason == "ProviderActive"
+    assert acc.compute([obs("p1", None, pending=True)], gpu=1, ready_pods=1, previous={}).reason == "Probing"
+
+
 def test_parse_metadata_reads_the_server_parameters() -> None:
     meta = {
         "providers": [CUDA, CPU],
