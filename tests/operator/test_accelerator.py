@@ -137,7 +137,8 @@ SPEC: dict[str, Any] = {"model": {"uri": "file:///models/m.onnx"}, "resources": 
 
 
 def _md(status: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"metadata": {"name": "m", "namespace": "ns", "generation": 1}, "spec": SPEC, "status": status or {}}
+    meta = {"name": "m", "namespace": "ns", "generation": 1}
+    return {"metadata": meta, "spec": SPEC, "status": status or {}}
 
 
 def _deployment() -> dict[str, Any]:
