@@ -7,9 +7,10 @@
 # Debian 12 has glibc 2.36. On such a host the binary runs through Debian 13 (trixie)'s own loader
 # with trixie's libc6, libstdc++6, libgcc-s1 (plus libssl3t64, zlib1g and libzstd1, so that nothing
 # it links comes from the host) unpacked beside it with `dpkg -x`. The .debs come from the host's own
-# Debian mirror (its URI is read from the apt sources, never written here) through a throwaway apt
-# state in a temp dir: the machine's apt configuration, lists and installed packages are left as
-# they are, and no root is needed. On a host whose glibc is new enough the wrapper starts the binary
+# Debian mirror through a throwaway apt state in a temp dir: the mirror's URI is read from the
+# machine's apt sources at run time and is never written into this repository, the cache or the
+# log (apt's own output is shown with URIs masked); the machine's apt configuration, lists and
+# installed packages are left as they are, and no root is needed. On a host whose glibc is new enough the wrapper starts the binary
 # directly.
 #
 # Result: $CACHE/bin/perf_analyzer (a wrapper script), the wheel under $CACHE/perf-analyzer/.
@@ -26,6 +27,8 @@ DEST="$CACHE/perf-analyzer"
 WRAPPER="$BIN/perf_analyzer"
 STAMP="perf-analyzer==$PA_VERSION"
 log() { echo "install-perf-analyzer: $*" >&2; }
+# apt's messages name the mirror: show them with every URI masked.
+show_masked() { sed -E 's#[A-Za-z][A-Za-z0-9+.-]*://[^ ]*#<apt mirror>#g' "$@" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 if [ -x "$WRAPPER" ] && [ "$(head -n1 "$DEST/.stamp" 2>/dev/null)" = "$STAMP" ] \
@@ -91,7 +94,7 @@ PY
   fi
   keyring=/usr/share/keyrings/debian-archive-keyring.gpg
   [ -r "$keyring" ] || die "$keyring missing (apt-get install debian-archive-keyring)"
-  log "fetching $SUITE ${DEBS[*]} from $mirror"
+  log "fetching $SUITE ${DEBS[*]} from the host's Debian mirror (read from its apt sources)"
   mkdir -p "$tmp/apt/lists/partial" "$tmp/apt/cache/archives/partial" "$tmp/debs"
   : >"$tmp/apt/status"
   printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: %s\n' \
@@ -107,10 +110,10 @@ PY
     -o "Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled=false"
   )
   if ! apt-get -q "${apt_opts[@]}" update >"$tmp/apt.log" 2>&1 || grep -qE '^(W|E): ' "$tmp/apt.log"; then
-    cat "$tmp/apt.log" >&2; die "apt-get update of $SUITE from $mirror failed"
+    show_masked "$tmp/apt.log"; die "apt-get update of $SUITE from the host's Debian mirror failed"
   fi
   (cd "$tmp/debs" && apt-get -q "${apt_opts[@]}" download "${DEBS[@]}") >"$tmp/apt.log" 2>&1 \
-    || { cat "$tmp/apt.log" >&2; die "apt-get download ${DEBS[*]} failed"; }
+    || { show_masked "$tmp/apt.log"; die "apt-get download ${DEBS[*]} failed"; }
   for deb in "$tmp"/debs/*.deb; do dpkg -x "$deb" "$NEW/sysroot"; done
   LIB="$NEW/sysroot/usr/lib/x86_64-linux-gnu"
   [ -x "$LIB/ld-linux-x86-64.so.2" ] || die "no ld-linux-x86-64.so.2 in the unpacked libc6"

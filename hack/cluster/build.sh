@@ -131,7 +131,7 @@ KSM_VERSION="$(awk '$1 == "require" && $2 == "k8s.io/kube-state-metrics/v2" {pri
 build_ksm() {
   local final="$CACHE/kube-state-metrics-$KSM_VERSION" partial="$CACHE/kube-state-metrics-$KSM_VERSION.partial"
   local log="$LOGS/kube-state-metrics.log"
-  ksm_ok() { local out; out="$("$1/kube-state-metrics" --version 2>&1 || true)"; [[ "$out" == *kube-state-metrics* ]]; }
+  ksm_ok() { local out; out="$("$1/kube-state-metrics" version 2>&1 || true)"; [[ "$out" == *"kube-state-metrics, version"* ]]; }
   if [ -x "$final/kube-state-metrics" ] && ksm_ok "$final"; then
     echo "cluster-build: kube-state-metrics $KSM_VERSION cached"; return; fi
   mkdir -p "$partial"
@@ -140,7 +140,7 @@ build_ksm() {
   (cd "$HERE/kube-state-metrics" && timed "$log" go build -trimpath -ldflags "-s -w" \
      -o "$partial/kube-state-metrics" k8s.io/kube-state-metrics/v2)
   echo "kube-state-metrics build seconds: $((SECONDS - start))" >>"$log"
-  ksm_ok "$partial" || { echo "cluster-build: kube-state-metrics fails --version" >&2; exit 1; }
+  ksm_ok "$partial" || { echo "cluster-build: kube-state-metrics fails `version`" >&2; exit 1; }
   promote "$partial" "$final"
 }
 

@@ -5,9 +5,12 @@ Why this sequence:
 1. Bind the HTTP (and gRPC) ports *first*, so liveness answers while models load and a port conflict
    fails fast; readiness stays 503 until every model is loaded and warmed.
 2. Signals are handled here, not by uvicorn, because SIGTERM must turn readiness to 503 *at once*
-   while in-flight and queued requests still complete: we mark the service as draining, then let
-   uvicorn stop accepting connections and wait for open ones (at most ``--drain-seconds``), stop
-   gRPC with the same grace, wait for the batch queues to empty, and exit 0.
+   while in-flight and queued requests still complete: we mark the service as draining, let uvicorn
+   stop accepting connections (open keep-alive connections answer with ``Connection: close``, see
+   :mod:`.protocol.rest.connection`), stop gRPC, and await the data plane going idle for at most
+   ``--drain-seconds``. Then exit 0; or, when work was still unfinished at the deadline, answer it
+   with a JSON 503 (UNAVAILABLE over gRPC), log how many requests were cut off, and exit
+   :data:`EXIT_CUT_OFF` without waiting for a running batch (ONNX Runtime cannot be interrupted).
 3. A start-up error (bad model, unavailable provider, port in use) is logged in one line and the
    process exits 1, so a pod never turns ready on a broken configuration.
 """
@@ -18,6 +21,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import math
 import signal
 import socket
 import time
@@ -29,7 +33,9 @@ from typing import Any, Protocol
 import uvicorn
 
 from modelserve_server.errors import StartupError
+from modelserve_server.modelcheck import ModelInvalid, write_termination_message
 from modelserve_server.protocol.rest.app import create_asgi
+from modelserve_server.protocol.rest.connection import ConnectionLimits, protocol_class
 from modelserve_server.repository import build_index
 from modelserve_server.runtime.providers import ProviderPlan
 from modelserve_server.service import InferenceService
@@ -37,6 +43,10 @@ from modelserve_server.service import InferenceService
 log = logging.getLogger("modelserve_server")
 
 GRPC_MODULE = "modelserve_server.protocol.grpc.server"
+#: Exit code when the drain deadline cut off unfinished requests.
+EXIT_CUT_OFF = 3
+#: After the drain deadline: time for the 503 answers to reach the clients and connections to close.
+CUT_OFF_GRACE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,19 +122,26 @@ async def serve(options: ServeOptions, plan: ProviderPlan) -> int:
         max_batch_size=options.max_batch_size, max_batch_delay_ms=options.max_batch_delay_ms
     )
     app = create_asgi(service, max_request_bytes=options.max_request_bytes)
+    try:
+        limits = ConnectionLimits.from_env()
+    except ValueError as exc:
+        log.error("start-up failed: %s", exc)
+        return 1
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
     config = uvicorn.Config(
         app,
-        http="httptools",
+        http=protocol_class(limits, service.metrics),
         lifespan="off",
         access_log=False,
         log_config=None,
         server_header=False,
         proxy_headers=False,
-        timeout_graceful_shutdown=max(1, round(options.drain_seconds)),
+        # The data plane decides the drain deadline (and answers what it cuts off); uvicorn only
+        # gets a backstop for connections that never finish.
+        timeout_graceful_shutdown=math.ceil(options.drain_seconds + CUT_OFF_GRACE_S),
         timeout_keep_alive=30,
         backlog=2048,
     )
@@ -148,14 +165,16 @@ async def serve(options: ServeOptions, plan: ProviderPlan) -> int:
             raise StartupError("the HTTP server stopped unexpectedly")
     except StartupError as exc:
         log.error("start-up failed: %s", exc)
+        kind = "ModelInvalid" if isinstance(exc, ModelInvalid) else "StartupError"
+        write_termination_message(f"{kind}: {exc}")
         server.should_exit = True
         if grpc is not None:
             await grpc.stop(0)
         service.close()
         return 1
-    await _drain(service, server, http_task, grpc, options.drain_seconds)
+    code = await _drain(service, server, http_task, grpc, options.drain_seconds)
     stop_task.cancel()
-    return 0
+    return code
 
 
 async def _load(service: InferenceService, options: ServeOptions, plan: ProviderPlan) -> None:
@@ -172,20 +191,25 @@ async def _drain(
     http_task: asyncio.Task[None],
     grpc: GrpcHandle | None,
     drain_seconds: float,
-) -> None:
-    """SIGTERM: not ready at once, stop accepting, let accepted work finish, then stop."""
+) -> int:
+    """SIGTERM: not ready at once, stop accepting, let accepted work finish, then stop (exit code)."""
     started = time.monotonic()
     service.begin_drain()
     log.info("SIGTERM: draining (up to %.0fs)", drain_seconds)
-    server.should_exit = True  # uvicorn closes its listeners and waits for open requests
+    server.should_exit = True  # uvicorn closes its listeners and hands idle connections over
     waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(http_task)]
     if grpc is not None:
-        waits.append(asyncio.ensure_future(grpc.stop(drain_seconds)))
-    _, pending = await asyncio.wait(waits, timeout=drain_seconds + 5)
+        waits.append(asyncio.ensure_future(grpc.stop(drain_seconds + CUT_OFF_GRACE_S)))
+    cut = 0
+    if not await service.drain(drain_seconds):
+        cut = service.cut_off()
+        log.error(
+            "drain: cut off %d request(s) unfinished after --drain-seconds %g; they were answered 503",
+            cut, drain_seconds,
+        )
+    _, pending = await asyncio.wait(waits, timeout=CUT_OFF_GRACE_S + 5)
     for task in pending:
         task.cancel()
-    remaining = max(0.0, drain_seconds - (time.monotonic() - started))
-    if not await service.drain(remaining):
-        log.warning("drain timed out with %d request(s) still in flight", service.inflight)
     service.close()
     log.info("stopped after %.2fs", time.monotonic() - started)
+    return EXIT_CUT_OFF if cut else 0

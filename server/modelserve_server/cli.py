@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -141,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def serve_main(argv: list[str]) -> int:
-    """``modelserve serve ...``: returns 0 after a clean SIGTERM drain, 1 on a start-up error."""
+    """``modelserve serve ...``: 0 after a clean SIGTERM drain, 1 on a start-up error, 3 when the drain
+    deadline cut off unfinished requests."""
     args = build_parser().parse_args(argv)
     configure_logging(args.log_format)
     log = logging.getLogger("modelserve_server")
@@ -149,7 +151,7 @@ def serve_main(argv: list[str]) -> int:
         log.error("start-up failed: no models: give --model [NAME=]URI or --model-repository DIR")
         return 1
     # Heavy imports only now: ONNX Runtime, numpy, FastAPI, uvicorn.
-    from modelserve_server.app import ServeOptions, serve
+    from modelserve_server.app import EXIT_CUT_OFF, ServeOptions, serve
     from modelserve_server.runtime.cgroup import default_intra_op_threads
     from modelserve_server.runtime.options import GpuOptions
     from modelserve_server.runtime.providers import resolve_providers
@@ -188,9 +190,17 @@ def serve_main(argv: list[str]) -> int:
     try:
         import uvloop
     except ImportError:  # uvicorn[standard] brings it; plain asyncio still works
-        return asyncio.run(serve(options, plan))
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve(options, plan))
+        code = asyncio.run(serve(options, plan))
+    else:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            code = runner.run(serve(options, plan))
+    if code == EXIT_CUT_OFF:
+        # A batch may still be running in an ONNX Runtime thread, which cannot be interrupted and
+        # which the interpreter would wait for at exit: every request was answered, so leave now.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(code)
+    return code
 
 
 def fetch_main(argv: list[str]) -> int:

@@ -39,10 +39,13 @@ from urllib.parse import urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 from modelserve_contract import safe_file_name as _safe_name
-from modelserve_server.errors import FetchError
+from modelserve_server.errors import FetchError, StartupError
+from modelserve_server.parsing import ascii_uint
 
 __all__ = ["FetchError", "cache_dir_for", "fetch_main", "fetch_model", "redact_uri"]
 
+#: Tests replace it with an ``httpx.MockTransport``; None is httpx's own network transport.
+HTTP_TRANSPORT: Any = None
 _CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough to keep memory flat.
 _HTTP_TIMEOUT_S = 60.0
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -116,14 +119,43 @@ def fetch_main(argv: list[str]) -> int:
     parser.add_argument("uri", metavar="URI", help="model URI; may end in #sha256=<hex>")
     parser.add_argument("dest_dir", metavar="DEST_DIR", type=Path, help="directory to fetch into")
     parser.add_argument("--sha256", metavar="HEX", default=None, help="expected SHA-256 of the file")
+    parser.add_argument("--check", action="store_true",
+                        help="check the fetched model(s) before the server starts: ONNX, an opset this "
+                        "ONNX Runtime supports, external-data files present")
+    parser.add_argument("--require-batch-dim", action="store_true",
+                        help="with --check: also require a dynamic first dimension (batching asked for)")
     args = parser.parse_args(argv)
     try:
         path = fetch_model(args.uri, args.dest_dir, sha256=args.sha256, copy_local=True)
+        if args.check or args.require_batch_dim:
+            _check_fetched(path, require_batch_dim=args.require_batch_dim)
     except FetchError as exc:
         print(f"modelserve fetch: error: {exc}", file=sys.stderr)
+        _termination_message(f"ModelFetchFailed: {exc}")
+        return 1
+    except StartupError as exc:  # ModelInvalid
+        print(f"modelserve fetch: error: {exc}", file=sys.stderr)
+        _termination_message(f"ModelInvalid: {exc}")
         return 1
     print(path)
     return 0
+
+
+def _check_fetched(path: Path, *, require_batch_dim: bool) -> None:
+    """Check one fetched file, or every ``.onnx`` file of a fetched tree (a model repository)."""
+    from modelserve_server.modelcheck import ModelInvalid, check_model
+
+    files = sorted(path.rglob("*.onnx")) if path.is_dir() else [path]
+    if not files:
+        raise ModelInvalid(f"{path}: no .onnx file in the fetched directory")
+    for model in files:
+        check_model(model, require_batch_dim=require_batch_dim)
+
+
+def _termination_message(message: str) -> None:
+    from modelserve_server.modelcheck import write_termination_message
+
+    write_termination_message(message)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,11 +287,21 @@ def _fetch_http(uri: str, dest_dir: Path, expected: str | None) -> Path:
     final = dest_dir / _safe_name(PurePosixPath(parts.path).name, "model.onnx")
     if expected is not None and final.is_file() and _file_sha256(final) == expected:
         return final  # already fetched and verified: a restart does not download again
+    secure = parts.scheme.lower() == "https"
+
+    def no_downgrade(request: httpx.Request) -> None:
+        # Every hop of a redirect chain passes here: an https URI never continues over plain http.
+        if secure and request.url.scheme != "https":
+            raise _error(uri, "refusing a redirect from https to http (the model would travel unencrypted)")
+
     try:
-        with httpx.stream("GET", url, follow_redirects=True, timeout=_HTTP_TIMEOUT_S) as response:
+        with httpx.Client(
+            follow_redirects=True, timeout=_HTTP_TIMEOUT_S, event_hooks={"request": [no_downgrade]},
+            transport=HTTP_TRANSPORT,
+        ) as client, client.stream("GET", url) as response:
             if response.status_code != 200:
                 raise _error(uri, f"HTTP {response.status_code} {response.reason_phrase}".rstrip())
-            declared = response.headers.get("content-length")
+            declared = ascii_uint(response.headers.get("content-length", ""), max_digits=20)
             digest = hashlib.sha256()
             received = 0
             with _atomic_file(final) as out:
@@ -268,7 +310,7 @@ def _fetch_http(uri: str, dest_dir: Path, expected: str | None) -> Path:
                     digest.update(chunk)
                     received += len(chunk)
                 encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
-                if declared is not None and not encoded and received != int(declared):
+                if declared is not None and not encoded and received != declared:
                     raise _error(uri, f"truncated download: {received} of {declared} bytes")
                 _verify(uri, digest.hexdigest(), expected)
     except httpx.HTTPError as exc:

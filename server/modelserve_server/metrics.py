@@ -26,6 +26,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from modelserve_server.parsing import ascii_uint
+
 log = logging.getLogger(__name__)
 
 # Latency buckets from 100 µs (an MLP at batch 1) to 10 s (a large CNN batch on CPU).
@@ -45,6 +47,9 @@ METRIC_HELP: dict[str, str] = {
     "modelserve_inflight_requests": "Inference requests accepted and not yet answered (autoscaling signal).",
     "modelserve_model_ready": "1 when the model version is loaded and warmed, else 0.",
     "modelserve_model_provider_info": "1 for each ONNX Runtime execution provider a model version runs on.",
+    "modelserve_http_open_connections": "HTTP connections open in this process (bounded, see Limits).",
+    "modelserve_http_rejected_total": "HTTP connections refused before a request reached the server, "
+    "by reason (header_too_large, header_timeout, body_timeout, connection_limit, malformed).",
     "modelserve_gpu_utilization_ratio": "GPU utilisation over the last sample period (0-1), per visible GPU.",
     "modelserve_gpu_memory_used_bytes": "GPU memory in use, per visible GPU.",
     "modelserve_gpu_memory_total_bytes": "GPU memory in total, per visible GPU.",
@@ -92,6 +97,12 @@ class Metrics:
         self.provider_info = Gauge(
             "modelserve_model_provider_info", h["modelserve_model_provider_info"],
             ["model", "version", "provider"], registry=r,
+        )
+        self.http_open_connections = Gauge(
+            "modelserve_http_open_connections", h["modelserve_http_open_connections"], registry=r,
+        )
+        self.http_rejected = Counter(
+            "modelserve_http_rejected", h["modelserve_http_rejected_total"], ["reason"], registry=r,
         )
         self.gpu: GpuCollector | None = GpuCollector.create() if enable_gpu else None
         if self.gpu is not None:
@@ -141,8 +152,9 @@ class GpuCollector(Collector):
             wanted = [v.strip() for v in visible.split(",") if v.strip()]
             chosen: list[tuple[str, Any]] = []
             for w in wanted:
-                if w.isdigit() and int(w) < len(handles):
-                    chosen.append(handles[int(w)])
+                index = ascii_uint(w)  # str.isdigit() is true for "²", which int() refuses
+                if index is not None and index < len(handles):
+                    chosen.append(handles[index])
                 elif w.startswith("GPU-") or w.startswith("MIG-"):
                     try:
                         chosen.append((w, pynvml.nvmlDeviceGetHandleByUUID(w)))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelserve_server.datatypes import V2_TO_TRITON_CONFIG
+from modelserve_server.parsing import ascii_uint
 from modelserve_server.runtime.providers import CUDA, TENSORRT
 from modelserve_server.runtime.session import ModelSession, TensorSpec
 
@@ -59,8 +60,8 @@ def model_config(session: ModelSession, *, max_batch_size: int, max_queue_delay_
         "name": session.name,
         "platform": PLATFORM,
         "backend": "onnxruntime",
-        "version_policy": {"specific": {"versions": [int(session.version)]}}
-        if session.version.isdigit()
+        "version_policy": {"specific": {"versions": [number]}}
+        if (number := ascii_uint(session.version)) is not None
         else {"latest": {"num_versions": 1}},
         "max_batch_size": max_batch_size,
         "input": [_config_tensor(t, batched) for t in session.inputs],

@@ -12,9 +12,15 @@ from collections.abc import Iterable, Iterator
 from typing import Generic, TypeVar
 
 from modelserve_server.errors import ModelNotFound, NotReady
-from modelserve_server.repository import version_sort_key
+from modelserve_server.parsing import ascii_uint
 
 M = TypeVar("M")
+
+
+def version_sort_key(version: str) -> tuple[int, str]:
+    """Numeric versions compare as numbers ("10" > "9"); anything else sorts before them, by text."""
+    number = ascii_uint(version)  # str.isdigit() is true for "²", which int() refuses
+    return (number, "") if number is not None else (-1, version)
 
 
 class ModelRegistry(Generic[M]):

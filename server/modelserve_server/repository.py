@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelserve_server.errors import StartupError
+from modelserve_server.registry import version_sort_key
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +72,6 @@ class ModelIndex:
         return [
             self.files[n][v] for n in sorted(self.files) for v in sorted(self.files[n], key=version_sort_key)
         ]
-
-
-def version_sort_key(version: str) -> tuple[int, str]:
-    """Numeric versions compare as numbers ("10" > "9"); anything else sorts before them, by text."""
-    return (int(version), "") if version.isdigit() else (-1, version)
 
 
 def _is_local(uri: str) -> bool:

@@ -34,6 +34,7 @@ from modelserve_server.errors import InternalError, ModelserveError, NotReady
 from modelserve_server.loaded import LoadedModel
 from modelserve_server.metrics import Metrics
 from modelserve_server.model_info import model_config, model_metadata
+from modelserve_server.modelcheck import check_model
 from modelserve_server.registry import ModelRegistry
 from modelserve_server.repository import ModelIndex
 from modelserve_server.runtime.providers import ProviderPlan
@@ -106,6 +107,8 @@ class InferenceService:
         for entry in index.all():
             self.registry.expect(entry.name, entry.version)
         for entry in index.all():
+            # One-line reasons (not ONNX, opset too new, external data missing) before ONNX Runtime.
+            await loop.run_in_executor(self.executor, check_model, entry.path)
             session = await loop.run_in_executor(
                 self.executor,
                 functools.partial(
@@ -114,6 +117,12 @@ class InferenceService:
                 ),
             )
             await loop.run_in_executor(self.executor, session.warmup)
+            if self.max_batch_size > 1 and not session.batchable:
+                log.warning(
+                    "model %s version %s has no dynamic first dimension (or its outputs do not follow "
+                    "it): it is served without batching although --max-batch-size is %d",
+                    session.name, session.version, self.max_batch_size,
+                )
             self.add_session(session)
         for name in index.files:
             self.registry.set_default(name, index.default_version(name))

@@ -16,7 +16,8 @@ VARIANTS = {
     "nondefault": ["-f", NONDEFAULT],
     "operator-scaled-to-zero": ["--set", "operator.replicas=0"],
 }
-CLUSTER_SCOPED_KINDS = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace"}
+CLUSTER_SCOPED_KINDS = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace",
+                        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 
 
 def _deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:

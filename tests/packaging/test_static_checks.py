@@ -96,3 +96,30 @@ def test_hadolint_would_catch_a_bad_dockerfile(hadolint: str, tmp_path: Path) ->
     bad.write_text("FROM python:latest\nRUN pip install requests\n")
     proc = run([hadolint, str(bad)])
     assert proc.returncode != 0 and "DL3007" in proc.stdout and "DL3013" in proc.stdout, proc.stdout
+
+
+def test_no_package_registry_host_is_named_in_the_repository() -> None:
+    """Mirrors are read from the machine (apt sources, pip's configuration) at run time, never written
+    down: a URL whose host belongs to a package registry fails this test. The registries are named by
+    a word of their host here, so this file names no host either."""
+    import re
+    import subprocess
+
+    words = ("deb.debian", "security.debian", "archive.ubuntu", "pypi", "pythonhosted", "npmjs",
+             "proxy.golang", "crates", "repo1.maven", "rubygems")
+    # A URL's host, or a bare dotted host name ("x.y.org").
+    url = re.compile(r"[a-z][a-z0-9+.-]*://([A-Za-z0-9.-]+)|\b((?:[A-Za-z0-9-]+\.)+(?:org|com|io|net|dev))\b")
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode().split("\0")
+    found = []
+    for name in filter(None, tracked):
+        path = ROOT / name
+        if not path.is_file() or path.suffix in (".onnx", ".png", ".gz"):
+            continue
+        text = path.read_text(errors="replace")
+        for match in url.finditer(text):
+            host = (match.group(1) or match.group(2)).lower()
+            if any(word in host for word in words):
+                found.append(f"{name}: {host}")
+    assert not found, found

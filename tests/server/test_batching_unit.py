@@ -199,8 +199,11 @@ async def test_rows_limit_and_oversized_request() -> None:
 
 async def test_different_keys_are_batched_separately() -> None:
     runner = Recorder()
-    sched = scheduler(runner)
+    clock = FakeClock()
+    sched = scheduler(runner, clock)
     futures = [sched.submit("a1", 1, "A"), sched.submit("b1", 1, "B"), sched.submit("a2", 1, "A")]
+    await settle()
+    await clock.advance(0.05)  # B queued behind A's batch: it leaves after the delay
     await asyncio.gather(*futures)
     assert sorted(runner.batches) == [["a1", "a2"], ["b1"]]
 

@@ -355,13 +355,14 @@ def test_slow_clients_are_timed_out_and_connections_bounded(
         for sock in held:
             sock.close()
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            text = server.metrics()
-            break
-        except requests.RequestException:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+    while True:  # the held connections close asynchronously: until then, 503
+        with contextlib.suppress(requests.RequestException):
+            metrics = requests.get(f"{server.url}/metrics", timeout=10)
+            if metrics.status_code == 200:
+                text = metrics.text
+                break
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
     assert re.search(r"^modelserve_http_open_connections \d", text, re.MULTILINE), text
     assert "modelserve_http_rejected_total" in text
     assert_still_serves(server)
@@ -472,3 +473,40 @@ def test_trailing_gzip_member_is_refused(v2_server: RunningServer) -> None:
     r = post(v2_server, "mlp", trailing, {"Content-Encoding": "gzip"})
     assert r.status_code == 400, r.text[:200]
     assert_still_serves(v2_server)
+
+
+def test_text_number_parsers_take_ascii_digits_only() -> None:
+    """The sweep behind item 7: every parser of numbers from text goes through parsing.ascii_uint."""
+    from modelserve_server.parsing import ascii_uint
+    from modelserve_server.protocol.rest.codec import parse_header_length
+    from modelserve_server.registry import version_sort_key
+
+    for bad in ("\u00b2", "\u0662", " 1", "1_0", "+1", "", "1" * 20):
+        assert ascii_uint(bad) is None, bad
+    assert ascii_uint("0") == 0 and ascii_uint(b"123") == 123
+    assert version_sort_key("\u00b2") == (-1, "\u00b2")  # str.isdigit() is true here; int() raised
+    assert version_sort_key("10") > version_sort_key("9")
+    with pytest.raises(Exception, match="Inference-Header-Content-Length"):
+        parse_header_length("\u00b2", 10)
+
+
+def test_an_old_keepalive_connection_is_told_to_close_so_clients_rebalance(
+    server_factory: ServerFactory, onnx_models: dict[str, Path]
+) -> None:
+    """After a scale-up, long-lived keep-alive connections would stay on the old pods forever: the
+    first response after a connection's maximum age carries `Connection: close`."""
+    server = server_factory("--model", f"mlp={onnx_models['mlp']}",
+                            env={"MODELSERVE_HTTP_MAX_CONNECTION_AGE_S": "1"})
+    session = requests.Session()
+    first = session.post(f"{server.url}/v2/models/mlp/infer", data=js(GOOD), timeout=30)
+    assert first.status_code == 200 and first.headers.get("connection") != "close"
+    deadline = time.monotonic() + 30
+    while True:  # the clock is the server's: ask until its answer says the connection is old
+        r = session.post(f"{server.url}/v2/models/mlp/infer", data=js(GOOD), timeout=30)
+        assert r.status_code == 200
+        if r.headers.get("connection") == "close":
+            break
+        assert time.monotonic() < deadline, "no Connection: close after the maximum connection age"
+        time.sleep(0.1)
+    # The client reconnects and is served on a fresh connection.
+    assert session.post(f"{server.url}/v2/models/mlp/infer", data=js(GOOD), timeout=30).status_code == 200

@@ -40,6 +40,8 @@ PROTOCOL = "grpc"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 R = TypeVar("R")
+#: Messages at least this large are decoded on the data plane's decode threads (as REST bodies are).
+OFFLOAD_BYTES = 64 * 1024
 
 
 def rpc(method: Callable[[Any, Any, Any], Awaitable[R]]) -> Callable[[Any, Any, Any], Awaitable[R]]:
@@ -163,7 +165,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         """
 
         async def decode(model: LoadedModel) -> InferRequest:
-            return decode_request(request, signature_check(model.session))
+            check = signature_check(model.session)
+            if request.ByteSize() >= OFFLOAD_BYTES:  # a large message is decoded off the event loop
+                return await self._service.run_blocking(decode_request, request, check)
+            return decode_request(request, check)
 
         return await self._service.serve(
             PROTOCOL, request.model_name, request.model_version or None, decode,

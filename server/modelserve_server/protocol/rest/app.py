@@ -25,6 +25,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from modelserve_contract import LIVE_PATH, METRICS_PATH, READY_PATH
 from modelserve_server import __version__
 from modelserve_server.errors import ModelserveError, PayloadTooLarge, as_client_error
 from modelserve_server.protocol.rest import schemas
@@ -99,14 +100,14 @@ def create_app(service: InferenceService, *, max_request_bytes: int = 64 << 20) 
 
     # -- health and server metadata --------------------------------------------------------------
 
-    @app.get("/v2/health/live", response_class=Response, responses=_EMPTY_200, tags=["health"])
+    @app.get(LIVE_PATH, response_class=Response, responses=_EMPTY_200, tags=["health"])
     async def live() -> Response:
         if service.live():
             return Response(status_code=200)
         return error_response(503, "not live")
 
     @app.get(
-        "/v2/health/ready", response_class=Response, responses={**_EMPTY_200, 503: _ERRORS[503]},
+        READY_PATH, response_class=Response, responses={**_EMPTY_200, 503: _ERRORS[503]},
         tags=["health"],
     )
     async def ready() -> Response:
@@ -118,7 +119,7 @@ def create_app(service: InferenceService, *, max_request_bytes: int = 64 << 20) 
     async def server_metadata() -> Response:
         return _json(service.server_metadata())
 
-    @app.get("/metrics", response_class=Response, tags=["metrics"],
+    @app.get(METRICS_PATH, response_class=Response, tags=["metrics"],
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
     async def metrics() -> Response:
         return Response(service.metrics.render(), media_type=service.metrics.content_type)
