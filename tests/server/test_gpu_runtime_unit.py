@@ -331,6 +331,10 @@ def test_metadata_carries_the_provider_parameters(v2_server: RunningServer) -> N
         PARAM_FALLBACK,
         PARAM_FALLBACK_REASON,
     }
+    # The OpenAPI document declares what the endpoint returns (schemas.ModelMetadata.parameters).
+    with urllib.request.urlopen(f"{v2_server.url}/openapi.json", timeout=10) as resp:
+        openapi = json.loads(resp.read())
+    assert "parameters" in openapi["components"]["schemas"]["ModelMetadata"]["properties"]
     with urllib.request.urlopen(f"{v2_server.url}/v2/models/mlp/config", timeout=10) as resp:
         config = json.loads(resp.read())
     assert config["parameters"][PARAM_PROVIDER] == {"string_value": CPU}
