@@ -18,6 +18,14 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 # onnxruntime-gpu 1.31 is built for CUDA 13 and cuDNN 9: keep ORT_GPU_VERSION and this base in step.
 ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 ARG ORT_GPU_VERSION=1.31.1
+# TensorRT for the TensorRT EP, from its PyPI wheel. What this onnxruntime-gpu build needs, read from the
+# wheel itself: onnxruntime/capi/build_and_package_info.py says cuda_version '13.0', and
+# libonnxruntime_providers_tensorrt.so is linked against libnvinfer.so.10 and libnvonnxparser.so.10
+# (TensorRT 10). ONNX Runtime's own CUDA 13 build environment uses TensorRT 10.13.3.9
+# (tools/ci_build/github/windows/setup_env_cuda13.bat), the version pinned here and in pyproject's
+# `gpu` extra (tests/packaging/test_dockerfile.py keeps the two equal). Change all of them together.
+ARG TRT_PACKAGE=tensorrt-cu13-libs
+ARG TRT_VERSION=10.13.3.9
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 # Where the source lives, for the org.opencontainers.image.source label (pass --build-arg SOURCE_URL=...).
@@ -71,11 +79,19 @@ ENV PIP_NO_CACHE_DIR=1 \
     PATH=/opt/venv/bin:$PATH
 RUN python3 -m venv /opt/venv
 COPY --from=source /src /src
+# The TensorRT wheel puts libnvinfer.so.10 & co. in site-packages/tensorrt_libs, which no loader searches:
+# /opt/venv/tensorrt_libs links to it (whatever the python minor) and LD_LIBRARY_PATH names the link.
+ENV LD_LIBRARY_PATH=/opt/venv/tensorrt_libs
 # extras: server,s3,gpu
 RUN pip install "/src[server,s3,gpu]" "onnxruntime-gpu==${ORT_GPU_VERSION}" \
     && pip uninstall -y onnxruntime onnxruntime-gpu \
     && pip install --no-deps "onnxruntime-gpu==${ORT_GPU_VERSION}" \
     && python -c "import onnxruntime as o; assert 'CUDAExecutionProvider' in o.get_available_providers()" \
+    && python -c "import onnxruntime as o; assert 'TensorrtExecutionProvider' in o.get_available_providers()" \
+    && site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+    && ln -s "${site}/tensorrt_libs" /opt/venv/tensorrt_libs \
+    && python -c "import ctypes; ctypes.CDLL('libnvinfer.so.10'); ctypes.CDLL('libnvonnxparser.so.10')" \
+    && ! ldd "${site}/onnxruntime/capi/libonnxruntime_providers_tensorrt.so" | grep -E 'nv(infer|onnxparser).*not found' \
     && modelserve --help >/dev/null
 
 # ---------------------------------------------------------------------------------------------
@@ -136,6 +152,7 @@ RUN apt-get update \
     && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin modelserve
 ENV PATH=/opt/venv/bin:$PATH \
+    LD_LIBRARY_PATH=/opt/venv/tensorrt_libs \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 COPY --from=server-gpu-build /opt/venv /opt/venv

@@ -90,6 +90,15 @@ class _Builder:
         shortcut = x if (stride == 1 and c_in == c_out) else self.conv(x, c_in, c_out, 1, stride, relu=False)
         return self.node("Relu", [self.node("Add", [y, shortcut])])
 
+    def bottleneck(self, x: str, c_in: int, mid: int, stride: int) -> str:
+        """ResNet-50's block: 1x1 reduce, 3x3 (carrying the stride), 1x1 expand to 4 x mid, plus shortcut."""
+        y = self.conv(x, c_in, mid, 1, 1, relu=True)
+        y = self.conv(y, mid, mid, 3, stride, relu=True)
+        y = self.conv(y, mid, 4 * mid, 1, 1, relu=False)
+        same = stride == 1 and c_in == 4 * mid
+        shortcut = x if same else self.conv(x, c_in, 4 * mid, 1, stride, relu=False)
+        return self.node("Relu", [self.node("Add", [y, shortcut])])
+
 
 def _model(b: _Builder, name: str, item_shape: tuple[int, ...], out_dim: int) -> onnx.ModelProto:
     inp = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", *item_shape])
@@ -124,6 +133,33 @@ def build_cnn(width: int = CNN_WIDTH) -> onnx.ModelProto:
     x = b.node("Flatten", [x], axis=1)
     b.dense(x, c_in, 1000, relu=False, out=OUTPUT_NAME)
     return _model(b, "cnn", (3, 224, 224), 1000)
+
+
+def build_resnet50(width: int = 64) -> onnx.ModelProto:
+    """ResNet-50's topology (bottleneck stages of 3, 4, 6, 3 blocks) on [N,3,224,224]; width 64 is the
+    real network (~25.6 M parameters, ~8.2 GFLOP/image); bench/gpu uses a small width for its CPU dry run."""
+    b = _Builder(seed=3)
+    x = b.conv(INPUT_NAME, 3, width, 7, 2, relu=True)  # 112x112
+    x = b.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])  # 56x56
+    c_in = width
+    for stage, blocks in enumerate((3, 4, 6, 3)):
+        mid = width * 2**stage
+        for i in range(blocks):
+            x = b.bottleneck(x, c_in, mid, 2 if (i == 0 and stage > 0) else 1)
+            c_in = 4 * mid
+    x = b.node("GlobalAveragePool", [x])
+    x = b.node("Flatten", [x], axis=1)
+    b.dense(x, c_in, 1000, relu=False, out=OUTPUT_NAME)
+    return _model(b, "resnet50", (3, 224, 224), 1000)
+
+
+def write_model(model: onnx.ModelProto, path: Path) -> None:
+    """Write `model` to `path` atomically, only when its bytes changed."""
+    data = model.SerializeToString()
+    if not path.exists() or path.read_bytes() != data:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list[int]:
@@ -165,11 +201,7 @@ def ensure_models(directory: Path) -> dict[str, ModelSpec]:
     for name, build, item_shape in (("mlp", build_mlp, (64,)), ("cnn", build_cnn, (3, 224, 224))):
         path = directory / f"{name}.onnx"
         model = build()
-        data = model.SerializeToString()
-        if not path.exists() or path.read_bytes() != data:  # rebuilt when the definition changed
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+        write_model(model, path)  # rebuilt when the definition changed
         specs[name] = ModelSpec(name, path, item_shape, flops_per_item(model))
     return specs
 

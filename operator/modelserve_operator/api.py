@@ -296,6 +296,82 @@ class EnvVar(_Model):
     )
 
 
+def positive_quantity_rule(field: str, path: str, *, optional: bool) -> Rule:
+    """``self.<field>`` (a quantity) must be greater than 0: a negative or zero size passes the
+    quantity pattern and then breaks the pod (an emptyDir of size 0, a negative CUDA limit)."""
+    attr = _snake(field)
+    value = f"string(self.{field})"
+    guard = f"!has(self.{field}) || " if optional else ""
+    return Rule(
+        f"{guard}!isQuantity( {value} ) || quantity( {value} ).compareTo(quantity('0')) > 0",
+        f"{path} must be greater than 0",
+        f".{field}",
+        lambda m: getattr(m, attr) is None or parse_quantity(getattr(m, attr)) > 0,
+    )
+
+
+class EngineCache(_Model):
+    """Where the TensorRT engine and timing caches live (keyed by model, GPU and versions inside)."""
+
+    RULES = (
+        positive_quantity_rule("sizeLimit", "runtime.accelerator.engineCache.sizeLimit", optional=False),
+    )
+
+    claim_name: str | None = Field(
+        default=None,
+        max_length=SUBDOMAIN_MAX,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description=(
+            "A PersistentVolumeClaim for the cache, shared by every replica and rollout (ReadWriteMany "
+            "when pods run on several nodes); empty: an emptyDir, which survives container restarts "
+            "but not the pod."
+        ),
+    )
+    size_limit: Quantity = Field(default="4Gi", description="sizeLimit of the emptyDir cache.")
+
+
+class Accelerator(_Model):
+    """GPU execution-provider options (used when the server runs CUDA or TensorRT)."""
+
+    RULES = (positive_quantity_rule("gpuMemLimit", "runtime.accelerator.gpuMemLimit", optional=True),)
+
+    fp16: bool = Field(default=False, description="Let TensorRT build FP16 kernels (opt-in).")
+    int8: bool = Field(
+        default=False, description="Let TensorRT build INT8 kernels (opt-in; for QDQ-quantised models)."
+    )
+    gpu_mem_limit: Quantity | None = Field(
+        default=None,
+        description=(
+            "Most GPU memory the CUDA provider's arena may hold (e.g. 8Gi), so several models can share "
+            "a GPU; no limit by default."
+        ),
+    )
+    arena_strategy: Literal["NextPowerOfTwo", "SameAsRequested"] = Field(
+        default="NextPowerOfTwo",
+        description="How the CUDA arena grows; SameAsRequested wastes less memory on a shared GPU.",
+    )
+    dynamic_dims: dict[str, Annotated[int, Field(ge=1, le=1 << 20)]] = Field(
+        default_factory=dict,
+        max_length=MAP_MAX,
+        description=(
+            "Sizes of symbolic non-batch input dimensions (name -> size): TensorRT's engines are built "
+            "for batch 1..maxBatchSize at these sizes during warm-up, before the pod turns Ready."
+        ),
+    )
+    engine_cache: EngineCache = Field(
+        default_factory=EngineCache, description="TensorRT engine cache volume (an emptyDir by default)."
+    )
+    engine_build_seconds: int = Field(
+        default=900,
+        ge=0,
+        le=7200,
+        description=(
+            "Longest a cold TensorRT engine build may take; the startup probe allows this much on top of "
+            "the model load when TensorRT may be used."
+        ),
+    )
+
+
 class Runtime(_Model):
     """How the inference server runs."""
 
@@ -328,7 +404,10 @@ class Runtime(_Model):
         default=None,
         ge=1,
         le=1024,
-        description="ONNX Runtime intra-op threads; defaults to the server's choice (the CPU limit).",
+        description=(
+            "ONNX Runtime intra-op threads; defaults to the whole CPUs of resources.limits.cpu (at least 1), "
+            "else the server's own reading of its cgroup CPU quota."
+        ),
     )
     max_batch_size: int = Field(
         default=32, ge=1, le=4096, description="Largest dynamic batch the server forms."
@@ -344,6 +423,9 @@ class Runtime(_Model):
             "Seconds the server keeps serving in-flight requests after SIGTERM; the pod's "
             "termination grace period is set longer than this."
         ),
+    )
+    accelerator: Accelerator = Field(
+        default_factory=Accelerator, description="CUDA and TensorRT options (GPU pods)."
     )
     args: list[Annotated[str, StringConstraints(max_length=4096)]] = Field(
         default_factory=list, max_length=64, description="Extra arguments appended to `modelserve serve`."
@@ -433,8 +515,8 @@ class Resources(_Model):
         ge=0,
         le=64,
         description=(
-            "GPUs per pod (0 = CPU only). Set as a limit on gpuResource, with a matching "
-            "NoSchedule toleration added automatically."
+            "GPUs per pod (0 = CPU only). Set as a limit on gpuResource, with a toleration of the "
+            "GPU nodes' NoSchedule taint added automatically."
         ),
     )
     gpu_resource: str | None = Field(
@@ -590,7 +672,10 @@ class Scheduling(_Model):
     tolerations: list[Toleration] = Field(
         default_factory=list,
         max_length=32,
-        description="Tolerations; the GPU toleration (<gpuResource> Exists NoSchedule) is added for you.",
+        description=(
+            "Tolerations; for GPU pods the operator adds '<GPU taint key> Exists NoSchedule' (the taint key "
+            "is the operator's gpuTaintKey, nvidia.com/gpu by default, whatever gpuResource is requested)."
+        ),
     )
     affinity: dict[str, Any] | None = Field(
         default=None,
@@ -737,13 +822,15 @@ class ModelDeploymentSpec(_Model):
     pod_template: PodTemplate = Field(default_factory=PodTemplate, description="Pod template overrides.")
 
 
-ConditionType = Literal["Ready", "Progressing", "Degraded"]
+ConditionType = Literal["Ready", "Progressing", "Degraded", "MetricsAvailable", "AcceleratorReady"]
 
 
 class Condition(_Model):
     """A status condition (the metav1.Condition shape)."""
 
-    type: str = Field(min_length=1, description="Ready, Progressing or Degraded.")
+    type: str = Field(
+        min_length=1, description="Ready, Progressing, Degraded, MetricsAvailable or AcceleratorReady."
+    )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(default="", description="CamelCase reason for the last transition.")
     message: str = Field(default="", description="Human-readable detail.")
@@ -768,8 +855,16 @@ class ModelDeploymentStatus(_Model):
     ready_replicas: int = Field(default=0, description="Pods that pass the readiness probe.")
     url: str | None = Field(default=None, description="Cluster-local inference URL of the model.")
     selector: str | None = Field(default=None, description="Label selector of the pods (scale subresource).")
+    provider: str | None = Field(
+        default=None,
+        description=(
+            "Execution provider the ready pods actually run (tensorrt, cuda, cpu; several joined by ',' "
+            "when pods differ), from each pod's model metadata (the PROVIDER column)."
+        ),
+    )
     conditions: list[Condition] = Field(
-        default_factory=list, description="Ready, Progressing and Degraded conditions."
+        default_factory=list,
+        description="Ready, Progressing, Degraded, MetricsAvailable and AcceleratorReady conditions.",
     )
 
 

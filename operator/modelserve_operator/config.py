@@ -12,6 +12,8 @@ Environment variables (all optional):
 ``MODELSERVE_SERVER_GPU_IMAGE``         default server image when ``resources.gpu > 0``
 ``MODELSERVE_FETCH_IMAGE``              image of the fetch init container (default: server image)
 ``MODELSERVE_GPU_RESOURCE``             default GPU resource name (``nvidia.com/gpu``)
+``MODELSERVE_GPU_TAINT_KEY``            taint key of the GPU nodes GPU pods tolerate (``nvidia.com/gpu``)
+``MODELSERVE_PROBE_PROVIDERS``          ``false``: do not read ready pods' model metadata (AcceleratorReady)
 ``MODELSERVE_LOG_FORMAT``               ``json`` or ``text`` (operator and server logs)
 ``MODELSERVE_IMAGE_PULL_POLICY``        pull policy of the server and fetch containers
 ======================================  ===============================================
@@ -27,6 +29,9 @@ from typing import Literal
 DEFAULT_SERVER_IMAGE = "ghcr.io/modelserve/server:0.1.0"
 DEFAULT_SERVER_GPU_IMAGE = "ghcr.io/modelserve/server-gpu:0.1.0"
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
+# The taint the NVIDIA GPU operator and most clusters put on GPU nodes: the same key for every
+# extended resource of the node (nvidia.com/gpu, nvidia.com/mig-1g.10gb, time-sliced replicas...).
+DEFAULT_GPU_TAINT_KEY = "nvidia.com/gpu"
 
 LogFormat = Literal["json", "text"]
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
@@ -48,6 +53,10 @@ class OperatorConfig:
     """Image of the fetch init container; ``None`` = the pod's server image (it has ``modelserve``)."""
     gpu_resource: str = DEFAULT_GPU_RESOURCE
     """GPU resource used when a spec leaves ``resources.gpuResource`` at its default."""
+    gpu_taint_key: str = DEFAULT_GPU_TAINT_KEY
+    """Key of the NoSchedule taint on GPU nodes, tolerated by every pod with ``resources.gpu > 0``."""
+    probe_providers: bool = True
+    """Read each ready pod's model metadata for the provider it runs (the AcceleratorReady condition)."""
     log_format: LogFormat = "json"
     """Log format of the operator and of the server pods it creates."""
     image_pull_policy: PullPolicy = "IfNotPresent"
@@ -93,6 +102,8 @@ class OperatorConfig:
             server_gpu_image=get("SERVER_GPU_IMAGE") or DEFAULT_SERVER_GPU_IMAGE,
             fetch_image=get("FETCH_IMAGE"),
             gpu_resource=get("GPU_RESOURCE") or DEFAULT_GPU_RESOURCE,
+            gpu_taint_key=get("GPU_TAINT_KEY") or DEFAULT_GPU_TAINT_KEY,
+            probe_providers=(get("PROBE_PROVIDERS") or "true").lower() not in ("false", "0", "no"),
             log_format=log_format,  # type: ignore[arg-type]
             image_pull_policy=pull,  # type: ignore[arg-type]
         )

@@ -82,6 +82,13 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "description": "MetricsAvailable: whether the autoscaler's metric arrives (empty: not autoscaled).",
     },
     {
+        "name": "Provider",
+        "type": "string",
+        "jsonPath": ".status.provider",
+        "priority": 1,
+        "description": "Execution provider the ready pods run (AcceleratorReady has the detail).",
+    },
+    {
         "name": "Ready-Replicas",
         "type": "integer",
         "jsonPath": ".status.readyReplicas",

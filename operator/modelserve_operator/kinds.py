@@ -77,7 +77,8 @@ KINDS: tuple[Kind, ...] = (
          child=True, watched=True, optional=True),
     # Read to explain the status, or written as a side effect.
     Kind("v1", "Pod", "pods", ("list", "watch"),
-         "Degraded reasons: unschedulable, fetch failing, image pulls", watched=True),
+         "Degraded reasons (unschedulable, fetch failing, image pulls); the ready pods' IPs, asked for "
+         "the execution provider they run (AcceleratorReady)", watched=True),
     Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims", ("get",),
          "a pvc:// model's claim must exist (else Degraded)"),
     Kind("v1", "Event", "events", ("create",),

@@ -37,11 +37,12 @@ import time
 from collections.abc import Awaitable, Mapping
 from typing import Any, NoReturn, TypeVar
 
-from modelserve_operator import drift, events, metrics, replicas
+from modelserve_operator import accelerator, drift, events, metrics, replicas
 from modelserve_operator.api import API_VERSION, GROUP, KIND
 from modelserve_operator.config import OperatorConfig
 from modelserve_operator.kinds import CHILDREN
 from modelserve_operator.kube import Kube, KubeError
+from modelserve_operator.provider_probe import ProviderProbe, is_ready
 from modelserve_operator.render import DesiredChildren, RenderContext, context_for, render
 from modelserve_operator.status import Problem, compute_status, rfc3339
 from modelserve_operator.workqueue import (
@@ -115,6 +116,7 @@ class Reconciler:
         self.instance = os.environ.get("HOSTNAME") or "modelserve-operator"
         self.queue = WorkQueue(self.reconcile_by_name, debounce=debounce)
         self._podmonitor: tuple[float, bool] | None = None
+        self.providers = ProviderProbe() if config.probe_providers else None
 
     # ------------------------------------------------------------------ entry points
 
@@ -176,6 +178,8 @@ class Reconciler:
         await self.queue.resync_forever(keys, interval)
 
     async def close(self) -> None:
+        if self.providers is not None:
+            await self.providers.close()
         await self.queue.close()
 
     async def podmonitor_api(self) -> bool:
@@ -212,8 +216,27 @@ class Reconciler:
             await self._fail(key, md, ctx, outcome, exc.problem)
         # 4. report
         pods = await self._pods(ctx) if deployment is not None else []
-        await self._report(md, ctx, outcome, deployment=deployment, pods=pods, hpa=hpa)
+        await self._report(md, ctx, outcome, deployment=deployment, pods=pods, hpa=hpa,
+                           accel_status=self._accelerator(key, md, ctx, pods))
         return outcome
+
+    def _accelerator(
+        self, key: Key, md: Mapping[str, Any], ctx: RenderContext, pods: list[dict[str, Any]]
+    ) -> accelerator.AcceleratorStatus:
+        """AcceleratorReady from the ready pods' model metadata (:mod:`provider_probe`).
+
+        An answer that arrives later pokes this object through the work queue (debounced, with
+        the queue's one retry policy), so a reconcile never waits for a pod.
+        """
+        ready = sum(1 for p in pods if is_ready(p))
+        seen = (
+            self.providers.observe(pods, ctx.model_name, lambda: self.poke(*key, "provider"))
+            if self.providers is not None
+            else None
+        )
+        return accelerator.compute(
+            seen, gpu=ctx.spec.resources.gpu, ready_pods=ready, previous=md.get("status") or {}
+        )
 
     async def _apply_children(
         self, ctx: RenderContext, desired: DesiredChildren, outcome: Outcome
@@ -267,10 +290,12 @@ class Reconciler:
         pods: list[dict[str, Any]],
         problem: Problem | None = None,
         hpa: Mapping[str, Any] | None = None,
+        accel_status: accelerator.AcceleratorStatus | None = None,
     ) -> None:
         meta = _meta(md)
         namespace, name = str(meta.get("namespace")), str(meta.get("name"))
-        update = compute_status(md, ctx, deployment=deployment, pods=pods, problem=problem, hpa=hpa)
+        update = compute_status(md, ctx, deployment=deployment, pods=pods, problem=problem, hpa=hpa,
+                                accelerator=accel_status)
         outcome.status = update.status
         if update.patch is not None:
             written = await self._call(

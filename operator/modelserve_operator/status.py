@@ -27,12 +27,13 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from modelserve_operator import accelerator as accel
 from modelserve_operator.render.common import RenderContext
 from modelserve_operator.render.deployment import FETCH_CONTAINER
 
 IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
 CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
-CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded", accel.CONDITION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +56,14 @@ class Transition:
 
     @property
     def warning(self) -> bool:
-        """Warnings are the transitions a user should look at: degraded, no longer ready, or the
-        autoscaler's metric gone."""
-        return (self.type == "Degraded" and self.status == "True") or (
-            self.type == "Ready" and self.status == "False" and self.previous_status == "True"
-        ) or (self.type == "MetricsAvailable" and self.status == "False")
+        """Warnings are the transitions a user should look at: degraded, no longer ready, the
+        autoscaler's metric gone, or a pod that does not run the execution provider it asked for."""
+        return (
+            (self.type == "Degraded" and self.status == "True")
+            or (self.type == "Ready" and self.status == "False" and self.previous_status == "True")
+            or (self.type == "MetricsAvailable" and self.status == "False")
+            or (self.type == accel.CONDITION and self.status == "False")
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,6 +248,7 @@ def compute_status(
     problem: Problem | None = None,
     now: datetime.datetime | None = None,
     hpa: Mapping[str, Any] | None = None,
+    accelerator: accel.AcceleratorStatus | None = None,
 ) -> StatusUpdate:
     """The status ``md`` should have, and the merge patch that gets it there (None if none).
 
@@ -251,7 +256,9 @@ def compute_status(
     and selector are left as last written). ``problem`` is a spec-level problem found by the
     reconciler (invalid spec, missing PVC): it wins over anything the pods say, and the children
     may not even exist. ``hpa`` is the live HorizontalPodAutoscaler when the spec autoscales: it adds
-    the ``MetricsAvailable`` condition (see :func:`metrics_condition`).
+    the ``MetricsAvailable`` condition (see :func:`metrics_condition`). ``accelerator``
+    (:func:`modelserve_operator.accelerator.compute`) adds the AcceleratorReady condition and
+    ``status.provider``.
     """
     now = now or datetime.datetime.now(datetime.UTC)
     current: Mapping[str, Any] = md.get("status") or {}
@@ -265,6 +272,8 @@ def compute_status(
     computed = _conditions(deployment, problem, spec_problem)
     if hpa is not None:
         computed[METRICS_AVAILABLE] = metrics_condition(hpa)
+    if accelerator is not None:
+        computed[accel.CONDITION] = (accelerator.status, accelerator.reason, accelerator.message)
     for ctype, (cstatus, reason, message) in computed.items():
         before = previous.get(ctype) or {}
         same_status = before.get("status") == cstatus
@@ -279,7 +288,9 @@ def compute_status(
         if generation is not None:
             cond["observedGeneration"] = int(generation)
         conditions.append(cond)
-        if (not same_status or before.get("reason") != reason) and (before or cstatus == "True"):
+        first_fallback = ctype == accel.CONDITION and cstatus == "False"  # warn from the first sighting
+        changed = not same_status or before.get("reason") != reason
+        if changed and (before or cstatus == "True" or first_fallback):
             transitions.append(Transition(ctype, cstatus, reason, message, before.get("status")))
 
     status: dict[str, Any] = {
@@ -292,6 +303,10 @@ def compute_status(
     }
     if generation is not None:
         status["observedGeneration"] = int(generation)
+    if accelerator is not None:
+        status["provider"] = accelerator.provider
     status = {key: value for key, value in status.items() if value is not None}
+    if accelerator is not None and accelerator.provider is None and current.get("provider") is not None:
+        status["provider"] = None  # a merge patch removes the stale summary
     unchanged = all(current.get(key) == value for key, value in status.items())
     return StatusUpdate(status=status, patch=None if unchanged else status, transitions=transitions)

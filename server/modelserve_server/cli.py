@@ -84,6 +84,14 @@ def _non_negative_float(text: str) -> float:
     return float(text)
 
 
+def _dim(text: str) -> tuple[str, int]:
+    name, sep, value = text.partition("=")
+    size = ascii_uint(value.strip()) if sep else None
+    if not name.strip() or size is None or size < 1:
+        raise argparse.ArgumentTypeError(f"expected NAME=N with N >= 1 in ASCII digits, got {text!r}")
+    return name.strip(), size
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``modelserve serve`` parser (exactly the flags of the contract)."""
     p = argparse.ArgumentParser(
@@ -107,7 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto | cuda,cpu | tensorrt,cuda,cpu | cpu: ONNX Runtime execution providers in "
                    "preference order; a provider named explicitly must load (default auto)")
     p.add_argument("--intra-op-threads", type=_non_negative_int, default=0, metavar="N",
-                   help="ONNX Runtime intra-op threads per session; 0 lets ONNX Runtime choose (default 0)")
+                   help="ONNX Runtime intra-op threads per session; 0: the container's cgroup CPU limit, "
+                   "or ONNX Runtime's choice when there is none (default 0)")
+    gpu = p.add_argument_group("GPU providers (CUDA, TensorRT)")
+    gpu.add_argument("--trt-cache-dir", type=Path, default=None, metavar="DIR",
+                     help="TensorRT engine and timing caches, in DIR/<model sha256>/<GPU>/<versions, "
+                     "precision, profile>/ (default: no cache, engines are rebuilt at every start)")
+    gpu.add_argument("--trt-fp16", action="store_true", help="let TensorRT build FP16 kernels (opt-in)")
+    gpu.add_argument("--trt-int8", action="store_true",
+                     help="let TensorRT build INT8 kernels (opt-in; for QDQ-quantised models)")
+    gpu.add_argument("--trt-dim", action="append", default=[], type=_dim, metavar="NAME=N",
+                     help="size of a symbolic non-batch input dimension, for TensorRT's optimisation "
+                     "profile and the warm-up (repeatable)")
+    gpu.add_argument("--cuda-mem-limit", type=_non_negative_int, default=0, metavar="BYTES",
+                     help="most memory the CUDA provider's arena may hold; 0 = no limit (default 0)")
+    gpu.add_argument("--cuda-arena-strategy", choices=("next-power-of-two", "same-as-requested"),
+                     default="next-power-of-two",
+                     help="how the CUDA arena grows; same-as-requested wastes less when sharing a GPU "
+                     "(default next-power-of-two)")
     p.add_argument("--max-request-bytes", type=_positive_int, default=64 << 20,
                    help="larger request bodies are refused with 413 before being read (default 67108864)")
     p.add_argument("--drain-seconds", type=_non_negative_float, default=30.0,
@@ -127,13 +152,29 @@ def serve_main(argv: list[str]) -> int:
         return 1
     # Heavy imports only now: ONNX Runtime, numpy, FastAPI, uvicorn.
     from modelserve_server.app import EXIT_CUT_OFF, ServeOptions, serve
+    from modelserve_server.runtime.cgroup import default_intra_op_threads
+    from modelserve_server.runtime.options import GpuOptions
     from modelserve_server.runtime.providers import resolve_providers
 
+    gpu = GpuOptions(
+        trt_cache_dir=args.trt_cache_dir,
+        trt_fp16=args.trt_fp16,
+        trt_int8=args.trt_int8,
+        trt_dims=tuple(args.trt_dim),
+        cuda_mem_limit=args.cuda_mem_limit,
+        cuda_arena_strategy=args.cuda_arena_strategy,
+        max_batch_size=args.max_batch_size,
+    )
     try:
-        plan = resolve_providers(args.providers)
+        plan = resolve_providers(args.providers, gpu=gpu)
     except StartupError as exc:
         log.error("start-up failed: %s", exc)
         return 1
+    threads = args.intra_op_threads
+    if threads == 0:
+        threads = default_intra_op_threads()
+        if threads:
+            log.info("intra-op threads: %d, from the cgroup CPU limit", threads)
     options = ServeOptions(
         models=list(args.model),
         model_repository=args.model_repository,
@@ -142,7 +183,7 @@ def serve_main(argv: list[str]) -> int:
         grpc_port=args.grpc_port,
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
-        intra_op_threads=args.intra_op_threads,
+        intra_op_threads=threads,
         max_request_bytes=args.max_request_bytes,
         drain_seconds=args.drain_seconds,
     )

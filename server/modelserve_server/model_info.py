@@ -26,7 +26,12 @@ def _tensor(spec: TensorSpec) -> dict[str, Any]:
 
 
 def model_metadata(session: ModelSession, versions: Sequence[str]) -> dict[str, Any]:
-    """V2 model metadata (``GET /v2/models/{m}``), plus the execution providers in use."""
+    """V2 model metadata (``GET /v2/models/{m}``), plus the execution providers in use.
+
+    ``parameters`` says which provider actually runs the model, what was requested and, after a
+    fallback, why (:meth:`~modelserve_server.runtime.providers.ProviderReport.parameters`): the
+    operator's AcceleratorReady condition reads exactly these keys.
+    """
     return {
         "name": session.name,
         "versions": list(versions),
@@ -34,6 +39,7 @@ def model_metadata(session: ModelSession, versions: Sequence[str]) -> dict[str, 
         "inputs": [_tensor(t) for t in session.inputs],
         "outputs": [_tensor(t) for t in session.outputs],
         "providers": list(session.providers),
+        "parameters": session.report.parameters(),
     }
 
 
@@ -61,7 +67,10 @@ def model_config(session: ModelSession, *, max_batch_size: int, max_queue_delay_
         "input": [_config_tensor(t, batched) for t in session.inputs],
         "output": [_config_tensor(t, batched) for t in session.outputs],
         "instance_group": [{"name": session.name, "kind": "KIND_GPU" if gpu else "KIND_CPU", "count": 1}],
-        "parameters": {"providers": {"string_value": ",".join(session.providers)}},
+        "parameters": {
+            "providers": {"string_value": ",".join(session.providers)},
+            **{k: {"string_value": v} for k, v in session.report.parameters().items()},
+        },
     }
     if max_batch_size > 1:
         config["dynamic_batching"] = {"max_queue_delay_microseconds": max_queue_delay_us}

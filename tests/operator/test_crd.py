@@ -254,6 +254,8 @@ NO_DEFAULT = {
     ".spec.service.annotations", ".spec.service.ingress", ".spec.podTemplate.labels",
     ".spec.podTemplate.annotations", ".spec.podTemplate.serviceAccountName",
     ".spec.podTemplate.imagePullSecrets",
+    ".spec.runtime.accelerator.gpuMemLimit", ".spec.runtime.accelerator.engineCache.claimName",
+    ".spec.runtime.accelerator.dynamicDims",
 }  # fmt: skip
 
 
@@ -455,6 +457,18 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("uri file:///", {"model": {"uri": "file:///"}}, "a local model path"),
     ("uri with ..", {"model": {"uri": "/opt/../etc/passwd"}}, "a local model path"),
     ("pvc ../..", {"model": {"uri": "pvc://claim/../.."}}, "without empty, '.' or '..' segments"),
+    # Issue 13's accelerator options, held to the same rules.
+    ("negative gpuMemLimit",
+     {"model": {"uri": "/m.onnx"}, "runtime": {"accelerator": {"gpuMemLimit": "-8Gi"}}},
+     "runtime.accelerator.gpuMemLimit must be greater than 0"),
+    ("zero engine cache", {"model": {"uri": "/m.onnx"},
+                           "runtime": {"accelerator": {"engineCache": {"sizeLimit": 0}}}},
+     "runtime.accelerator.engineCache.sizeLimit must be greater than 0"),
+    ("engine cache claim not a name",
+     {"model": {"uri": "/m.onnx"}, "runtime": {"accelerator": {"engineCache": {"claimName": "My_Cache"}}}},
+     "claimName"),
+    ("dynamic dim 0", {"model": {"uri": "/m.onnx"}, "runtime": {"accelerator": {"dynamicDims": {"seq": 0}}}},
+     "dynamicDims"),
 ]  # fmt: skip
 
 VALID_EDGES: list[tuple[str, dict[str, Any]]] = [
@@ -470,6 +484,10 @@ VALID_EDGES: list[tuple[str, dict[str, Any]]] = [
                                      "disruption": {"minAvailable": 3}}),
     ("env valueFrom with empty value", {"model": {"uri": "/m.onnx"}, "runtime": {"env": [
         {"name": "A", "value": "", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}}),
+    ("accelerator options", {"model": {"uri": "/m.onnx"}, "resources": {"gpu": 1}, "runtime": {
+        "accelerator": {
+        "gpuMemLimit": "8Gi", "fp16": True, "dynamicDims": {"seq": 128},
+        "engineCache": {"claimName": "engines", "sizeLimit": "8Gi"}}}}),
 ]  # fmt: skip
 
 

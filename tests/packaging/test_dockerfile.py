@@ -115,3 +115,56 @@ def test_dockerignore_keeps_the_build_context_small() -> None:
     for path in re.findall(r"(?m)^COPY (?!--from)(.+) \S+$", DOCKERFILE):
         for item in path.split():
             assert item.rstrip("/") + ("/" if (ROOT / item).is_dir() else "") in allowed, item
+
+
+# --------------------------------------------------------------------------------------- TensorRT
+#: The TensorRT libraries onnxruntime-gpu's TensorRT EP is linked against (`readelf -d` of
+#: onnxruntime/capi/libonnxruntime_providers_tensorrt.so in the 1.31.1 wheel: NEEDED entries).
+TRT_EP_NEEDS = ("libnvinfer.so.10", "libnvonnxparser.so.10")
+TRT_LINK = "/opt/venv/tensorrt_libs"
+
+
+def _env_value(stage_text: str, name: str) -> str | None:
+    """The value an ENV instruction of the stage gives `name` (the last one wins)."""
+    value = None
+    for block in re.findall(r"(?ms)^ENV (.*?)(?<!\\)\n", stage_text):
+        for key, val in re.findall(r"(\w+)=(\S+)", block.replace("\\\n", " ")):
+            if key == name:
+                value = val
+    return value
+
+
+def test_tensorrt_wheel_pin_is_the_same_in_image_and_gpu_extra() -> None:
+    from packaging.requirements import Requirement
+
+    args = _args()
+    gpu = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    pins = {r.name: r for r in map(Requirement, gpu)}
+    assert args["TRT_PACKAGE"] in pins, f"the gpu extra does not carry {args['TRT_PACKAGE']}"
+    assert str(pins[args["TRT_PACKAGE"]].specifier) == f"=={args['TRT_VERSION']}"
+    # The wheel's CUDA major (tensorrt-cu13-libs) is the base image's CUDA major (nvidia/cuda:13.x).
+    cuda_major = re.search(r"nvidia/cuda:(\d+)\.", args["CUDA_IMAGE"])
+    assert cuda_major and f"-cu{cuda_major.group(1)}-" in args["TRT_PACKAGE"]
+    # The TensorRT major is the one whose sonames the EP needs.
+    assert all(lib.endswith("." + args["TRT_VERSION"].split(".")[0]) for lib in TRT_EP_NEEDS)
+
+
+def test_gpu_image_would_resolve_libnvinfer_for_the_tensorrt_ep() -> None:
+    build, final = _stages()["server-gpu-build"], _stages()["server-gpu"]
+    # The loader's search path names the link in both the builder (for its check) and the image.
+    for text in (build, final):
+        path = _env_value(text, "LD_LIBRARY_PATH")
+        assert path and TRT_LINK in path.split(":"), f"LD_LIBRARY_PATH={path}"
+    # The link points at the TensorRT wheel's tensorrt_libs inside the venv's own site-packages ...
+    assert 'site="$(python -c \'import sysconfig; print(sysconfig.get_paths()["purelib"])\')"' in build
+    assert f'ln -s "${{site}}/tensorrt_libs" {TRT_LINK}' in build
+    # ... and the build fails unless the EP's libraries load through it and the EP lib links fully.
+    for lib in TRT_EP_NEEDS:
+        assert f"ctypes.CDLL('{lib}')" in build
+    assert "ldd \"${site}/onnxruntime/capi/libonnxruntime_providers_tensorrt.so\"" in build
+    assert "'TensorrtExecutionProvider' in o.get_available_providers()" in build
+    # The venv (with the link inside it) is what the image gets.
+    assert "COPY --from=server-gpu-build /opt/venv /opt/venv" in final
+    # The link is created after the TensorRT wheel is installed by the `gpu` extra, in the same RUN.
+    run = build[build.index('RUN pip install "/src[server,s3,gpu]"'):]
+    assert run.index("pip install") < run.index("ln -s") < run.index("ctypes.CDLL")

@@ -109,6 +109,13 @@ def test_model_config_and_statistics(client: Any) -> None:
     assert [(i.name, list(i.dims)) for i in config.input] == [("x", [64])]
     assert [(o.name, list(o.dims)) for o in config.output] == [("y", [10])]
     assert tgrpc.model_config_pb2.DataType.Name(config.input[0].data_type) == "TYPE_FP32"
+    # The provider report reaches gRPC clients too (ModelMetadataResponse has no parameters field
+    # in the published protocol; the model configuration's parameters map does).
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    assert params["execution_provider"] == "CPUExecutionProvider"
+    assert params["provider_fallback"] == "false"
+    expected = {"providers", "execution_providers", "requested_providers", "provider_fallback_reason"}
+    assert expected <= set(params)
     static = client.get_model_config("static").config
     assert static.max_batch_size == 0
     assert [list(i.dims) for i in static.input] == [[4, 8]]

@@ -6,7 +6,12 @@ Pod shape (issue 3):
   the claim read-only at ``/models`` instead and has no init container;
 - the server container runs ``modelserve serve --model <name>=/models/<file>`` with the spec's
   flags on fixed container ports (8080 HTTP, 8081 gRPC);
-- GPUs are a limit on the GPU resource, with a ``<gpuResource> Exists NoSchedule`` toleration;
+- GPUs are a limit on the GPU resource, with ``Exists NoSchedule`` tolerations of the GPU nodes'
+  taint key (the operator's ``gpuTaintKey``, whatever resource is requested: MIG profiles and
+  time-sliced replicas sit on nodes tainted ``nvidia.com/gpu``) and of the resource name;
+- GPU pods get a TensorRT engine cache volume (emptyDir, or the PVC the spec names) and the
+  accelerator flags; the startup probe allows the cold engine build on top of the model load;
+- intra-op threads follow the CPU limit when the spec does not set them;
 - startup/readiness/liveness probes on the V2 health endpoints, a ``preStop`` sleep so endpoints
   drop the pod before SIGTERM, and a grace period longer than preStop + drain;
 - the Pod Security "restricted" profile, with a read-only root and emptyDirs for /tmp and cache.
@@ -17,6 +22,7 @@ scaling it is left out, so the operator's server-side apply never fights the HPA
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import modelserve_contract as contract
@@ -39,6 +45,11 @@ PRE_STOP_SECONDS = 5
 # Extra grace beyond preStop + drain, for the process to exit after draining.
 GRACE_MARGIN_SECONDS = 15
 CACHE_DIR = "/var/cache/modelserve"
+ENGINE_CACHE_DIR = "/var/cache/modelserve-engines"
+ENGINE_CACHE_VOLUME = "engine-cache"
+# Model load and warm-up without TensorRT: 180 x 5 s.
+STARTUP_PERIOD_SECONDS = 5
+STARTUP_BASE_SECONDS = 900
 SERVER_CONTAINER = "server"
 FETCH_CONTAINER = "fetch"
 
@@ -70,10 +81,58 @@ def server_args(ctx: RenderContext) -> list[str]:
         "--providers",
         rt.providers,
     ]
-    if rt.intra_op_threads is not None:
-        args += ["--intra-op-threads", str(rt.intra_op_threads)]
+    threads = intra_op_threads(ctx)
+    if threads is not None:
+        args += ["--intra-op-threads", str(threads)]
     args += ["--drain-seconds", str(rt.drain_seconds), "--log-format", ctx.config.log_format]
+    if ctx.spec.resources.gpu > 0:
+        args += accelerator_args(ctx)
     return args + list(rt.args)
+
+
+def intra_op_threads(ctx: RenderContext) -> int | None:
+    """``runtime.intraOpThreads``, else the whole CPUs of ``resources.limits.cpu`` (at least 1).
+
+    None without either: the server then reads its cgroup quota (none without a limit) and leaves
+    the choice to ONNX Runtime.
+    """
+    if ctx.spec.runtime.intra_op_threads is not None:
+        return ctx.spec.runtime.intra_op_threads
+    limit = ctx.spec.resources.limits.cpu
+    if limit is None:
+        return None
+    return max(1, math.floor(parse_quantity(limit)))
+
+
+def tensorrt_possible(ctx: RenderContext) -> bool:
+    """A GPU pod whose providers may include TensorRT (``auto`` or named)."""
+    providers = ctx.spec.runtime.providers
+    return ctx.spec.resources.gpu > 0 and (providers == "auto" or "tensorrt" in providers.split(","))
+
+
+def accelerator_args(ctx: RenderContext) -> list[str]:
+    """The server's CUDA/TensorRT flags for a GPU pod (only what differs from the server's defaults)."""
+    acc = ctx.spec.runtime.accelerator
+    args = ["--trt-cache-dir", ENGINE_CACHE_DIR]
+    if acc.fp16:
+        args.append("--trt-fp16")
+    if acc.int8:
+        args.append("--trt-int8")
+    for name, size in sorted(acc.dynamic_dims.items()):
+        args += ["--trt-dim", f"{name}={size}"]
+    if acc.gpu_mem_limit is not None:
+        args += ["--cuda-mem-limit", str(int(parse_quantity(acc.gpu_mem_limit)))]
+    if acc.arena_strategy == "SameAsRequested":
+        args += ["--cuda-arena-strategy", "same-as-requested"]
+    return args
+
+
+def startup_failure_threshold(ctx: RenderContext) -> int:
+    """Startup probe budget: the model load, plus the cold engine build when TensorRT may be used."""
+    budget = STARTUP_BASE_SECONDS
+    if tensorrt_possible(ctx):
+        budget += ctx.spec.runtime.accelerator.engine_build_seconds
+    return math.ceil(budget / STARTUP_PERIOD_SECONDS)
 
 
 def _container_security() -> Obj:
@@ -125,13 +184,16 @@ def _env(ctx: RenderContext) -> list[Obj]:
     return [e for e in base if e["name"] not in names] + user
 
 
-def _mounts(*, models_read_only: bool) -> list[Obj]:
+def _mounts(*, models_read_only: bool, engine_cache: bool = False) -> list[Obj]:
     # readOnly only when true: the API server drops a false one, and a field that never comes
     # back would look like drift to the reconciler's subset comparison.
     models: Obj = {"name": "models", "mountPath": MODELS_DIR}
     if models_read_only:
         models["readOnly"] = True
-    return [models, {"name": "tmp", "mountPath": "/tmp"}, {"name": "cache", "mountPath": CACHE_DIR}]
+    mounts = [models, {"name": "tmp", "mountPath": "/tmp"}, {"name": "cache", "mountPath": CACHE_DIR}]
+    if engine_cache:
+        mounts.append({"name": ENGINE_CACHE_VOLUME, "mountPath": ENGINE_CACHE_DIR})
+    return mounts
 
 
 def _clean(obj: Obj) -> Obj:
@@ -193,13 +255,16 @@ def _server_container(ctx: RenderContext) -> Obj:
         "ports": ports,
         "env": _env(ctx),
         "resources": _server_resources(ctx),
-        # Model load and warm-up may take minutes (large downloads happen in the init container).
-        "startupProbe": _probe(LIVE_PATH, period=5, failures=180),
+        # Model load and warm-up may take minutes (large downloads happen in the init container),
+        # TensorRT's cold engine build more.
+        "startupProbe": _probe(
+            LIVE_PATH, period=STARTUP_PERIOD_SECONDS, failures=startup_failure_threshold(ctx)
+        ),
         "readinessProbe": _probe(READY_PATH, period=5, failures=2),
         "livenessProbe": _probe(LIVE_PATH, period=10, failures=3, timeout=5),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
         "securityContext": _container_security(),
-        "volumeMounts": _mounts(models_read_only=True),
+        "volumeMounts": _mounts(models_read_only=True, engine_cache=ctx.spec.resources.gpu > 0),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 
@@ -209,10 +274,26 @@ def _tolerations(ctx: RenderContext) -> list[Obj]:
         _clean(t.model_dump(by_alias=True, exclude_none=True)) for t in ctx.spec.scheduling.tolerations
     ]
     if ctx.spec.resources.gpu > 0:
-        gpu = {"key": ctx.gpu_resource, "operator": "Exists", "effect": "NoSchedule"}
-        if gpu not in tolerations:
-            tolerations.append(gpu)
+        for key in gpu_toleration_keys(ctx.config.gpu_taint_key, ctx.gpu_resource):
+            gpu = {"key": key, "operator": "Exists", "effect": "NoSchedule"}
+            if gpu not in tolerations:
+                tolerations.append(gpu)
     return tolerations
+
+
+def gpu_toleration_keys(taint_key: str, resource: str) -> list[str]:
+    """Taint keys a GPU pod tolerates: the GPU nodes' taint key, then the resource name.
+
+    The node taint (``nvidia.com/gpu`` by default) is the same whatever extended resource the pod
+    requests: a MIG profile (``nvidia.com/mig-1g.10gb``) or a time-sliced replica lives on a node
+    tainted ``nvidia.com/gpu``, so tolerating only the resource name left MIG pods unschedulable.
+    The taint key applies to resources of its own vendor domain (or to every resource when it has
+    no domain); another vendor's resource (``amd.com/gpu``) keeps its own name as the key.
+    """
+    taint_domain, has_domain, _ = taint_key.rpartition("/")
+    resource_domain = resource.rpartition("/")[0]
+    keys = [taint_key] if (not has_domain or taint_domain == resource_domain) else []
+    return list(dict.fromkeys([*keys, resource]))
 
 
 def _volumes(ctx: RenderContext) -> list[Obj]:
@@ -222,11 +303,19 @@ def _volumes(ctx: RenderContext) -> list[Obj]:
         if claim
         else {"name": "models", "emptyDir": {}}
     )
-    return [
+    volumes = [
         models,
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
         {"name": "cache", "emptyDir": {"sizeLimit": "1Gi"}},
     ]
+    if ctx.spec.resources.gpu > 0:
+        cache = ctx.spec.runtime.accelerator.engine_cache
+        volumes.append(
+            {"name": ENGINE_CACHE_VOLUME, "persistentVolumeClaim": {"claimName": cache.claim_name}}
+            if cache.claim_name
+            else {"name": ENGINE_CACHE_VOLUME, "emptyDir": {"sizeLimit": str(cache.size_limit)}}
+        )
+    return volumes
 
 
 def _pod_annotations(ctx: RenderContext) -> dict[str, str]:

@@ -24,7 +24,17 @@ import onnxruntime as ort
 
 from modelserve_server.datatypes import BYTES, ONNX_TO_V2, V2_TO_NUMPY
 from modelserve_server.errors import InvalidInput, StartupError, translate_runtime_error
-from modelserve_server.runtime.providers import ProviderPlan, check_session_providers
+from modelserve_server.runtime import tensorrt
+from modelserve_server.runtime.providers import (
+    CUDA,
+    TENSORRT,
+    ProviderPlan,
+    ProviderReport,
+    check_session_providers,
+    cuda_device_id,
+    probe_provider_library,
+    provider_report,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +110,28 @@ class ModelSession:
         opts.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         opts.add_session_config_entry("session.inter_op.allow_spinning", spinning)
         started = time.monotonic()
+        self.trt_cache_dir: Path | None = None
+        trt_options: dict[str, object] | None = None
         try:
+            if TENSORRT in plan.names:
+                setup = tensorrt.prepare(path, plan.gpu, cuda_device_id(), f"{name}/{version}")
+                trt_options, self.trt_cache_dir = setup.provider_options, setup.cache_dir
             self._session = ort.InferenceSession(
-                str(path), sess_options=opts, providers=plan.session_providers()
+                str(path), sess_options=opts, providers=plan.session_providers(trt_options)
             )
         except Exception as exc:
             raise StartupError(f"model {name} version {version}: cannot load {path}: {exc}") from exc
         self.providers: tuple[str, ...] = tuple(self._session.get_providers())
         check_session_providers(plan, self.providers, f"{name}/{version}")
+        probe = {n: probe_provider_library(n) for n in plan.names if n not in self.providers}
+        self.report: ProviderReport = provider_report(plan, self.providers, probe)
+        if self.report.fallback:
+            log.warning(
+                "model %s version %s: provider fallback: %s", name, version, self.report.fallback_reason
+            )
+        self._dims = plan.gpu.dims()
+        self._max_batch = plan.gpu.max_batch_size
+        self._raw_shapes = {a.name: list(a.shape or []) for a in self._session.get_inputs()}
         self.inputs: tuple[TensorSpec, ...] = tuple(_spec(a, name) for a in self._session.get_inputs())
         self.outputs: tuple[TensorSpec, ...] = tuple(_spec(a, name) for a in self._session.get_outputs())
         self.input_by_name = {t.name: t for t in self.inputs}
@@ -145,10 +169,15 @@ class ModelSession:
         return out
 
     def dummy_feeds(self, batch: int) -> dict[str, np.ndarray]:
-        """Zero inputs for a warm-up: dynamic first dim = ``batch``, other dynamic dims = 1."""
+        """Zero inputs for a warm-up: dynamic first dim = ``batch``, other dynamic dims their declared
+        size (``--trt-dim``, by symbolic name) or 1."""
         feeds: dict[str, np.ndarray] = {}
         for spec in self.inputs:
-            dims = [d if d >= 0 else 1 for d in spec.shape]
+            raw = self._raw_shapes.get(spec.name, [])
+            dims = [
+                d if d >= 0 else self._dims.get(raw[i], 1) if i < len(raw) and isinstance(raw[i], str) else 1
+                for i, d in enumerate(spec.shape)
+            ]
             if dims and spec.shape[0] == -1:
                 dims[0] = batch
             if spec.datatype == BYTES:
@@ -179,6 +208,10 @@ class ModelSession:
         try:
             if self.batchable:
                 two = self.run(self.dummy_feeds(2), self.output_names)
+                if self._max_batch > 2 and any(p in (TENSORRT, CUDA) for p in self.providers):
+                    # Before Ready: TensorRT builds (or loads from its cache) the engine of the whole
+                    # profile, CUDA grows its arena for the largest batch the server forms.
+                    self.run(self.dummy_feeds(self._max_batch), self.output_names)
                 scales = all(
                     one[n].ndim >= 1 and two[n].ndim >= 1 and one[n].shape[0] == 1 and two[n].shape[0] == 2
                     for n in self.output_names

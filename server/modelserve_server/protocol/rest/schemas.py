@@ -37,6 +37,14 @@ class ModelMetadata(BaseModel):
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
     providers: list[str] = Field(description="ONNX Runtime execution providers in use")
+    parameters: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "execution_provider (the provider that actually runs the model), execution_providers "
+            "(every active one), requested_providers, provider_fallback (true/false) and "
+            "provider_fallback_reason"
+        ),
+    )
 
 
 class RequestInput(BaseModel):
