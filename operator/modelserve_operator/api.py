@@ -415,6 +415,14 @@ class Runtime(_Model):
     max_batch_delay_ms: float = Field(
         default=2, ge=0, le=10000, description="Longest time a request waits for a batch to fill."
     )
+    require_batching: bool = Field(
+        default=False,
+        description=(
+            "Refuse a model (Degraded, reason ModelInvalid) unless every input and output has a "
+            "dynamic first dimension. Without it such a model is served one request at a time "
+            "(status.modelSignature shows its shapes)."
+        ),
+    )
     drain_seconds: int = Field(
         default=30,
         ge=0,
@@ -809,6 +817,10 @@ class ModelDeploymentSpec(_Model):
              "disruption.minAvailable must not exceed scaling.maxReplicas: a budget for more pods than can "
              "exist is never met", ".disruption.minAvailable",
              lambda m: (_count(m.disruption.min_available) or 0) <= m.scaling.max_replicas),
+        Rule("!self.runtime.requireBatching || !self.model.uri.startsWith('pvc://')",
+             "runtime.requireBatching is checked when the model is fetched, and a pvc:// model is mounted, "
+             "not fetched", ".runtime.requireBatching",
+             lambda m: not m.runtime.require_batching or not m.model.uri.startswith("pvc://")),
     )  # fmt: skip
 
     model: ModelSource = Field(description="The model to serve.")
@@ -844,6 +856,46 @@ class Condition(_Model):
     )
 
 
+class TensorSignature(_Model):
+    """One input or output of the served model."""
+
+    model_config = ConfigDict(extra="ignore")  # parsed from a pod's message: newer fields are dropped
+
+    name: str = Field(max_length=256, description="Tensor name.")
+    datatype: str = Field(max_length=32, description="V2 datatype (FP32, INT64, BYTES, ...).")
+    shape: list[int] = Field(max_length=64, description="Dimensions; -1 is dynamic.")
+
+
+class ModelFileSignature(_Model):
+    """What one ONNX file of the model declares, as read by ``modelserve fetch --check``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    file: str = Field(max_length=256, description="The file, relative to the fetched model.")
+    sha256: str = Field(max_length=64, description="SHA-256 of the file.")
+    opset: int = Field(description="Default-domain (ai.onnx) opset.")
+    inputs: list[TensorSignature] = Field(default_factory=list, description="Inputs clients feed.")
+    outputs: list[TensorSignature] = Field(default_factory=list, description="Outputs.")
+    truncated: bool | None = Field(
+        default=None, description="True: tensors were left out to fit the pod's 4 KiB termination message."
+    )
+    input_count: int | None = Field(default=None, description="Inputs in the file (when truncated).")
+    output_count: int | None = Field(default=None, description="Outputs in the file (when truncated).")
+
+
+class ModelSignature(_Model):
+    """The served model's signature, reported by a pod's fetch init container."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    uri: str = Field(default="", description="The spec's model.uri it was read for (without query).")
+    models: list[ModelFileSignature] = Field(default_factory=list, description="Each ONNX file checked.")
+    truncated: bool | None = Field(
+        default=None, description="True: files were left out to fit the pod's 4 KiB termination message."
+    )
+    model_count: int | None = Field(default=None, description="Files checked (when truncated).")
+
+
 class ModelDeploymentStatus(_Model):
     """Observed state, written by the operator from the children."""
 
@@ -865,6 +917,10 @@ class ModelDeploymentStatus(_Model):
     conditions: list[Condition] = Field(
         default_factory=list,
         description="Ready, Progressing, Degraded, MetricsAvailable and AcceleratorReady conditions.",
+    )
+    model_signature: ModelSignature | None = Field(
+        default=None,
+        description="Inputs, outputs, opset and sha256 of the served model (absent for pvc:// models).",
     )
 
 

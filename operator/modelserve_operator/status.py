@@ -17,7 +17,11 @@ condition's status flips, so a steady state never rewrites the timestamps.
 the scheduler's message for an unschedulable pod ("0/3 nodes are available: 3 Insufficient
 nvidia.com/gpu"), the ``fetch`` init container's termination message when the model download
 fails, the kubelet's message for image pull errors, and the Deployment controller's message
-when pods cannot even be created (Pod Security, quota).
+when pods cannot even be created (Pod Security, quota). A termination message that starts with
+one of the server's prefixes (``ModelInvalid:``, ``ModelFetchFailed:``, ``StartupError:``, see
+``modelserve_contract``) names the reason itself, from the init container or the server container
+(whose ``FallbackToLogsOnError`` policy still gives the log tail when the server wrote nothing).
+``modelSignature`` comes from the fetch container's success message (:mod:`signature`).
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import modelserve_contract as contract
 from modelserve_operator import accelerator as accel
 from modelserve_operator.render.common import RenderContext
-from modelserve_operator.render.deployment import FETCH_CONTAINER
+from modelserve_operator.render.deployment import FETCH_CONTAINER, fetch_args
+from modelserve_operator.signature import served_signature
 
 IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
 CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
@@ -103,6 +109,18 @@ def _termination_text(term: Mapping[str, Any]) -> str:
     return f"{detail} (exit code {term.get('exitCode')})"
 
 
+_PREFIXED_REASONS = (contract.MODEL_INVALID, contract.MODEL_FETCH_FAILED, contract.STARTUP_ERROR)
+
+
+def _prefixed(term: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """(reason, the text after the prefix) of a termination message the server wrote, else None."""
+    message = str((term or {}).get("message") or "").strip()
+    for reason in _PREFIXED_REASONS:
+        if message.startswith(f"{reason}:"):
+            return reason, message[len(reason) + 1 :].strip()
+    return None
+
+
 def pod_problem(pod: Mapping[str, Any]) -> Problem | None:
     """The single most telling problem of one pod, or None when the pod looks healthy."""
     name = _get(pod, "metadata", "name") or "?"
@@ -116,7 +134,10 @@ def pod_problem(pod: Mapping[str, Any]) -> Problem | None:
         if container.get("name") == FETCH_CONTAINER and not container.get("ready"):
             term = _terminated(container)
             if term is not None:
-                text = _termination_text(term)
+                said = _prefixed(term)
+                if said is not None and said[0] == contract.MODEL_INVALID:
+                    return Problem(said[0], f"{said[1]} (pod {name}, init container {FETCH_CONTAINER})")
+                text = _termination_text({**term, "message": said[1]} if said is not None else term)
                 return Problem("ModelFetchFailed", f"pod {name}: model fetch failed: {text}")
     for container in _get(pod, "status", "containerStatuses") or []:
         waiting = _get(container, "state", "waiting") or {}
@@ -124,8 +145,12 @@ def pod_problem(pod: Mapping[str, Any]) -> Problem | None:
         if reason in IMAGE_PULL_REASONS or reason in CONFIG_REASONS:
             text = waiting.get("message") or reason
             return Problem(reason, f"pod {name}, container {container.get('name')}: {text}")
+        term = _terminated(container)
+        stopped = reason == "CrashLoopBackOff" or _get(container, "state", "terminated") is not None
+        said = _prefixed(term) if stopped else None
+        if said is not None:  # the server said why it stopped: that is the reason, not the back-off
+            return Problem(said[0], f"{said[1]} (pod {name}, container {container.get('name')})")
         if reason == "CrashLoopBackOff":
-            term = _terminated(container)
             last = f"; last exit: {_termination_text(term)}" if term is not None else ""
             return Problem("CrashLoopBackOff", f"pod {name}, container {container.get('name')} crashes{last}")
     for cond in _get(pod, "status", "conditions") or []:
@@ -293,6 +318,11 @@ def compute_status(
         if changed and (before or cstatus == "True" or first_fallback):
             transitions.append(Transition(ctype, cstatus, reason, message, before.get("status")))
 
+    signature = current.get("modelSignature")
+    if ctx is not None:
+        signature = served_signature(
+            pods, signature, container=FETCH_CONTAINER, args=fetch_args(ctx), uri=ctx.spec.model.uri
+        )
     status: dict[str, Any] = {
         "model": ctx.model_name if ctx is not None else None,
         "replicas": int(_get(deployment, "status", "replicas") or 0),
@@ -300,6 +330,7 @@ def compute_status(
         "url": ctx.url if ctx is not None else None,
         "selector": ctx.selector_string if ctx is not None else None,
         "conditions": conditions,
+        "modelSignature": signature,
     }
     if generation is not None:
         status["observedGeneration"] = int(generation)
@@ -309,4 +340,12 @@ def compute_status(
     if accelerator is not None and accelerator.provider is None and current.get("provider") is not None:
         status["provider"] = None  # a merge patch removes the stale summary
     unchanged = all(current.get(key) == value for key, value in status.items())
-    return StatusUpdate(status=status, patch=None if unchanged else status, transitions=transitions)
+    patch: dict[str, Any] = status
+    stored = current.get("modelSignature")
+    if isinstance(stored, Mapping) and stored != signature:
+        # A merge patch keeps keys it does not name: null out the keys the new signature lacks, or
+        # the whole signature when there is none.
+        gone = {key: None for key in stored if signature is None or key not in signature}
+        unchanged = False
+        patch = {**status, "modelSignature": None if signature is None else {**gone, **signature}}
+    return StatusUpdate(status=status, patch=None if unchanged else patch, transitions=transitions)

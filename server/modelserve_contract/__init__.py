@@ -32,6 +32,22 @@ SERVER_UID = 65532
 MODELS_DIR = "/models"
 """Where the fetch init container puts the model, and where the server container reads it."""
 
+# Termination messages (``/dev/termination-log``): the server and ``modelserve fetch`` write them, the
+# operator reads them from the pod's container statuses and turns them into status.
+TERMINATION_MESSAGE_LIMIT = 4096
+"""Bytes of a termination message the kubelet keeps (it cuts the rest)."""
+MODEL_INVALID = "ModelInvalid"
+"""Prefix (``ModelInvalid: <reason>``) of a model that fails the checks; also the Degraded reason."""
+MODEL_FETCH_FAILED = "ModelFetchFailed"
+"""Prefix of a model that could not be fetched; also the Degraded reason."""
+STARTUP_ERROR = "StartupError"
+"""Prefix of any other start-up failure of ``modelserve serve``; also the Degraded reason."""
+MODEL_SIGNATURE = "ModelSignature"
+"""Prefix of the success message of ``modelserve fetch --check``: ``ModelSignature: <compact JSON>``
+(``{"models": [{"file", "sha256", "opset", "inputs", "outputs"}]}``, tensors as ``{"name",
+"datatype", "shape"}`` with ``-1`` for a dynamic dimension), cut to fit
+:data:`TERMINATION_MESSAGE_LIMIT` with ``"truncated": true`` where tensors or models were left out."""
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 

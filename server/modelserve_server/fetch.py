@@ -106,10 +106,14 @@ def redact_uri(uri: str) -> str:
 
 
 def fetch_main(argv: list[str]) -> int:
-    """``modelserve fetch URI DEST_DIR [--sha256 HEX]``: what a pod's init container runs.
+    """``modelserve fetch URI DEST_DIR [--sha256 HEX] [--check]``: what a pod's init container runs.
 
-    Prints the local path of the model on success. On failure prints one line naming the URI
-    and the cause to stderr and returns 1 (argparse returns 2 for usage errors).
+    Prints the local path of the model on success; with ``--check`` it also writes the model's
+    signature to the termination message (``ModelSignature: <JSON>``, see
+    :func:`modelserve_server.modelcheck.signature_message`), which the operator copies into
+    ``status.modelSignature``. On failure prints one line naming the URI and the cause to stderr,
+    writes ``ModelFetchFailed: ...`` or ``ModelInvalid: ...`` there instead and returns 1 (argparse
+    returns 2 for usage errors).
     """
     parser = argparse.ArgumentParser(
         prog="modelserve fetch",
@@ -128,7 +132,9 @@ def fetch_main(argv: list[str]) -> int:
     try:
         path = fetch_model(args.uri, args.dest_dir, sha256=args.sha256, copy_local=True)
         if args.check or args.require_batch_dim:
-            _check_fetched(path, require_batch_dim=args.require_batch_dim)
+            known = _expected_sha256(args.uri, urlsplit(args.uri).fragment, args.sha256)
+            signatures = _check_fetched(path, require_batch_dim=args.require_batch_dim, sha256=known)
+            _termination_message(_signature_message(signatures))
     except FetchError as exc:
         print(f"modelserve fetch: error: {exc}", file=sys.stderr)
         _termination_message(f"ModelFetchFailed: {exc}")
@@ -141,15 +147,28 @@ def fetch_main(argv: list[str]) -> int:
     return 0
 
 
-def _check_fetched(path: Path, *, require_batch_dim: bool) -> None:
-    """Check one fetched file, or every ``.onnx`` file of a fetched tree (a model repository)."""
-    from modelserve_server.modelcheck import ModelInvalid, check_model
+def _check_fetched(path: Path, *, require_batch_dim: bool, sha256: str | None = None) -> list[dict[str, Any]]:
+    """Check one fetched file, or every ``.onnx`` file of a fetched tree (a model repository), and
+    return their signatures. ``sha256`` is the digest the fetch already verified (the file is not
+    read again); without one each file is hashed here, one more sequential read."""
+    from modelserve_server.modelcheck import ModelInvalid, check_model, signature
 
     files = sorted(path.rglob("*.onnx")) if path.is_dir() else [path]
     if not files:
         raise ModelInvalid(f"{path}: no .onnx file in the fetched directory")
+    signatures = []
     for model in files:
-        check_model(model, require_batch_dim=require_batch_dim)
+        summary = check_model(model, require_batch_dim=require_batch_dim)
+        name = model.relative_to(path).as_posix() if path.is_dir() else model.name
+        digest = sha256 if sha256 is not None and not path.is_dir() else _file_sha256(model)
+        signatures.append(signature(summary, name, digest))
+    return signatures
+
+
+def _signature_message(signatures: list[dict[str, Any]]) -> str:
+    from modelserve_server.modelcheck import signature_message
+
+    return signature_message(signatures)
 
 
 def _termination_message(message: str) -> None:

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import mmap
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
+import modelserve_contract as contract
 from modelserve_server.errors import StartupError
 from modelserve_server.parsing import ascii_uint
 
@@ -29,6 +32,13 @@ from modelserve_server.parsing import ascii_uint
 TERMINATION_LOG_ENV = "MODELSERVE_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
+#: TensorProto.DataType -> V2 datatype name (the names of ``datatypes.ONNX_TO_V2``; a test keeps
+#: them equal). Types V2 cannot carry keep ONNX's own name in the signature.
+ELEM_TYPE_V2: dict[int, str] = {
+    1: "FP32", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32", 7: "INT64", 8: "BYTES",
+    9: "BOOL", 10: "FP16", 11: "FP64", 12: "UINT32", 13: "UINT64", 16: "BFLOAT16",
+}
+_NAME_MAX = 128  # a tensor name longer than this is cut in the signature (the check uses the whole)
 
 
 class ModelInvalid(StartupError):
@@ -44,6 +54,8 @@ class ModelSummary:
     inputs: list[tuple[str, tuple[int | str | None, ...]]] = field(default_factory=list)
     outputs: list[tuple[str, tuple[int | str | None, ...]]] = field(default_factory=list)
     initializers: set[str] = field(default_factory=set)
+    #: TensorProto.DataType of every graph input and output, by name (0: not a tensor / unknown)
+    elem_types: dict[str, int] = field(default_factory=dict)
     #: (tensor, location, offset, length) of every initializer stored outside the file
     external: list[tuple[str, str, int, int]] = field(default_factory=list)
 
@@ -105,9 +117,12 @@ def _text(buf: mmap.mmap, value: int | Span) -> str:
     return buf[start:end].decode("utf-8", "replace")
 
 
-def _value_info(buf: mmap.mmap, span: Span) -> tuple[str, tuple[int | str | None, ...]]:
+def _value_info(
+    buf: mmap.mmap, span: Span, summary: ModelSummary
+) -> tuple[str, tuple[int | str | None, ...]]:
     name: str = ""
     dims: tuple[int | str | None, ...] = ()
+    elem = 0
     for number, value in _fields(buf, span):
         if number == 1:
             name = _text(buf, value)
@@ -115,8 +130,11 @@ def _value_info(buf: mmap.mmap, span: Span) -> tuple[str, tuple[int | str | None
             for n2, v2 in _fields(buf, _span(value)):
                 if n2 == 1:  # tensor_type
                     for n3, v3 in _fields(buf, _span(v2)):
-                        if n3 == 2:  # shape
+                        if n3 == 1 and isinstance(v3, int):  # elem_type
+                            elem = v3
+                        elif n3 == 2:  # shape
                             dims = tuple(_dim(buf, _span(d)) for n4, d in _fields(buf, _span(v3)) if n4 == 1)
+    summary.elem_types[name] = elem
     return name, dims
 
 
@@ -183,9 +201,9 @@ def read_summary(path: Path) -> ModelSummary:
                     if number == 5:
                         _tensor(buf, _span(value), summary)
                     elif number == 11:
-                        summary.inputs.append(_value_info(buf, _span(value)))
+                        summary.inputs.append(_value_info(buf, _span(value), summary))
                     elif number == 12:
-                        summary.outputs.append(_value_info(buf, _span(value)))
+                        summary.outputs.append(_value_info(buf, _span(value), summary))
     except (_Malformed, ValueError) as exc:
         raise ModelInvalid(f"{path}: not an ONNX model (unreadable as protobuf: {exc})") from None
     except OSError as exc:
@@ -240,6 +258,83 @@ def check_model(path: Path, *, require_batch_dim: bool = False) -> ModelSummary:
                     f"{path}: batching needs a dynamic first dimension, but tensor {name!r} has shape {shape}"
                 )
     return summary
+
+
+def signature(summary: ModelSummary, file: str, sha256: str) -> dict[str, Any]:
+    """What is served, as the operator shows it in ``status.modelSignature``: V2 datatypes, ``-1``
+    for a dynamic dimension (as ``/v2/models/{m}`` reports it); initializers listed as graph inputs
+    (constants with a default, not fed by clients) are left out."""
+
+    def tensors(values: list[tuple[str, tuple[int | str | None, ...]]]) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": name[:_NAME_MAX],
+                "datatype": ELEM_TYPE_V2.get(summary.elem_types.get(name, 0), "UNKNOWN"),
+                "shape": [d if isinstance(d, int) else -1 for d in dims],
+            }
+            for name, dims in values
+        ]
+
+    feeds = [(n, d) for n, d in summary.inputs if n not in summary.initializers]
+    return {
+        "file": file[:_NAME_MAX],
+        "sha256": sha256,
+        "opset": summary.opsets.get("ai.onnx", 0),
+        "inputs": tensors(feeds),
+        "outputs": tensors(summary.outputs),
+    }
+
+
+def _encode(obj: Any) -> str:
+    # ASCII only: the kubelet's limit is in bytes, and then characters and bytes are the same.
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
+
+
+def signature_message(models: list[dict[str, Any]], limit: int = contract.TERMINATION_MESSAGE_LIMIT) -> str:
+    """``ModelSignature: <JSON>`` of ``models`` (from :func:`signature`), at most ``limit`` bytes.
+
+    Why cut it here: the kubelet keeps only the first ``limit`` bytes of a termination message, and
+    JSON cut in the middle is unreadable. So tensors are dropped from the end of the longest list
+    (the model then says ``"truncated": true`` and keeps ``inputCount``/``outputCount``, the real
+    numbers), and when no tensor is left, whole models (the top level says ``"truncated": true``
+    and ``modelCount``). A model with thousands of tensors (a large language model's key-value
+    cache inputs) still reports its file, sha256 and opset.
+    """
+    prefix = f"{contract.MODEL_SIGNATURE}: "
+    budget = limit - len(prefix)
+    entries = [dict(m) for m in models]
+    for entry in entries:
+        for key in ("inputs", "outputs"):
+            # Cheap first cut: tensors beyond the whole budget can never fit.
+            kept, used = [], 0
+            for tensor in entry[key]:
+                used += len(_encode(tensor)) + 1
+                if used > budget:
+                    break
+                kept.append(tensor)
+            if len(kept) < len(entry[key]):
+                _mark_cut(entry)
+                entry[key] = kept
+    body: dict[str, Any] = {"models": entries}
+    total = len(models)
+    while len(_encode(body)) > budget:
+        longest = max(entries, key=lambda e: len(e["inputs"]) + len(e["outputs"]), default=None)
+        if longest is not None and longest["inputs"] + longest["outputs"]:
+            _mark_cut(longest)
+            key = "inputs" if len(longest["inputs"]) >= len(longest["outputs"]) else "outputs"
+            longest[key].pop()
+        elif entries:
+            entries.pop()
+            body["truncated"], body["modelCount"] = True, total
+        else:
+            break
+    return prefix + _encode(body)
+
+
+def _mark_cut(entry: dict[str, Any]) -> None:
+    if not entry.get("truncated"):
+        entry["truncated"] = True
+        entry["inputCount"], entry["outputCount"] = len(entry["inputs"]), len(entry["outputs"])
 
 
 def write_termination_message(message: str) -> None:

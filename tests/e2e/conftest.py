@@ -110,11 +110,15 @@ def kube(cluster: Cluster) -> Kubectl:
 def release(kube: Kubectl) -> Iterator[Release]:
     """`helm install` of the chart, with the in-cluster operator scaled to 0 (the tests run their own)."""
     crd_existed = kube.get("crd", CRD_NAME) is not None
-    kube.helm("upgrade", "--install", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE,
-              "--create-namespace", "--set", "operator.replicas=0", "--wait", "--timeout", "5m", *HELM_ARGS)
+    skip_crds: list[str] = []
     if crd_existed:
-        # helm never upgrades CRDs; on a reused cluster bring the CRD up to date like a user would.
+        # helm never upgrades CRDs (and conflicts with an earlier kubectl apply of them); on a reused
+        # cluster bring the CRD up to date like a user would, and let helm leave it alone.
         kube("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+        skip_crds = ["--skip-crds"]
+    kube.helm("upgrade", "--install", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE,
+              "--create-namespace", "--set", "operator.replicas=0", "--wait", "--timeout", "5m",
+              *skip_crds, *HELM_ARGS)
     kube("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=120s")
     accounts = kube.get("serviceaccount", namespace=RELEASE_NAMESPACE,
                         selector=f"app.kubernetes.io/instance={RELEASE}")

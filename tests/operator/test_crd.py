@@ -364,6 +364,33 @@ def test_status_the_reconciler_writes_is_declared() -> None:
         assert {"observedGeneration", "conditions", "url", "selector", "model"} <= set(update.status)
 
 
+def test_model_signature_the_reconciler_writes_is_declared() -> None:
+    """``status.modelSignature`` (from a pod's fetch container, cut or not) survives pruning."""
+    import json
+
+    from modelserve_operator.config import OperatorConfig
+    from modelserve_operator.render import context_for
+    from modelserve_operator.render.deployment import fetch_args
+    from modelserve_operator.status import compute_status
+
+    md = {"metadata": {"name": "m", "namespace": "ns", "generation": 3},
+          "spec": {"model": {"uri": "/m.onnx"}}}  # fmt: skip
+    ctx = context_for(md, OperatorConfig())
+    tensor = {"name": "x", "datatype": "FP32", "shape": [-1, 4]}
+    body = {"models": [{"file": "m.onnx", "sha256": "a" * 64, "opset": 17, "inputs": [tensor],
+                        "outputs": [tensor], "truncated": True, "inputCount": 9, "outputCount": 1}],
+            "truncated": True, "modelCount": 2}  # fmt: skip
+    pod = {"metadata": {"name": "m-1"},
+           "spec": {"initContainers": [{"name": "fetch", "args": fetch_args(ctx)}]},
+           "status": {"initContainerStatuses": [{"name": "fetch", "ready": True, "state": {"terminated": {
+               "exitCode": 0, "message": "ModelSignature: " + json.dumps(body)}}}]}}  # fmt: skip
+    update = compute_status(md, ctx, deployment={"spec": {"replicas": 1}, "status": {}}, pods=[pod])
+    assert update.status["modelSignature"]["models"][0]["inputCount"] == 9
+    validator = jsonschema.Draft4Validator(strict_json_schema(SCHEMA["properties"]["status"]))
+    errors = [e.message for e in validator.iter_errors(update.status)]
+    assert errors == [], errors
+
+
 # --------------------------------------------------------------------------- admission
 
 
@@ -374,6 +401,9 @@ def test_samples_are_admitted(name: str, md: dict[str, Any]) -> None:
 
 
 INVALID: list[tuple[str, dict[str, Any], str]] = [
+    ("requireBatching of a pvc:// model",
+     {"model": {"uri": "pvc://store/m.onnx"}, "runtime": {"requireBatching": True}},
+     "runtime.requireBatching is checked when the model is fetched"),
     ("min > max", {"model": {"uri": "/m.onnx"}, "scaling": {"minReplicas": 3, "maxReplicas": 2}},
      "minReplicas must be less than or equal to scaling.maxReplicas"),
     ("min > default max", {"model": {"uri": "/m.onnx"}, "scaling": {"minReplicas": 2}},
@@ -472,6 +502,8 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
 ]  # fmt: skip
 
 VALID_EDGES: list[tuple[str, dict[str, Any]]] = [
+    ("requireBatching of a fetched model",
+     {"model": {"uri": "https://h/m.onnx"}, "runtime": {"requireBatching": True}}),
     ("a model directory", {"model": {"uri": "/opt/models/resnet/1"}}),
     ("args the operator does not own",
      {"model": {"uri": "/m.onnx"},

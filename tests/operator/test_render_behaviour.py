@@ -244,7 +244,7 @@ def test_s3_credentials_and_checksum_reach_the_fetch_container() -> None:
         md({"model": {"uri": "s3://b/k/m.onnx", "credentialsSecret": "creds", "sha256": "a" * 64}}), CONFIG
     )
     (fetch,) = pod_spec(out)["initContainers"]
-    assert fetch["args"] == ["fetch", "s3://b/k/m.onnx", "/models", "--sha256", "a" * 64]
+    assert fetch["args"] == ["fetch", "s3://b/k/m.onnx", "/models", "--sha256", "a" * 64, "--check"]
     assert fetch["envFrom"] == [{"secretRef": {"name": "creds"}}]
     assert "envFrom" not in pod_spec(out)["containers"][0], "the server never sees the S3 credentials"
 

@@ -134,3 +134,71 @@ def test_https_to_http_redirect_is_refused(tmp_path: Path, monkeypatch: pytest.M
     assert not list((tmp_path / "dest").glob("*")) if (tmp_path / "dest").exists() else True
     got = fetch.fetch_model("https://models.example/same.onnx", tmp_path / "dest")
     assert got.read_bytes() == b"weights"
+
+
+def test_fetch_check_writes_the_signature_on_success(tmp_path: Path) -> None:
+    """The success path's termination message is the signature the operator shows in the status."""
+    import hashlib
+    import json
+
+    log = tmp_path / "termination-log"
+    good = build_mlp(tmp_path / "mlp.onnx")
+    digest = hashlib.sha256(good.read_bytes()).hexdigest()
+    for extra in ([], ["--sha256", digest]):  # hashed here, or the digest the fetch verified
+        log.unlink(missing_ok=True)
+        done = _fetch(str(good), str(tmp_path / "dest"), "--check", *extra,
+                      env={"MODELSERVE_TERMINATION_LOG": str(log)})  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        message = log.read_text()
+        assert message.startswith("ModelSignature: {") and "\n" not in message
+        body = json.loads(message.removeprefix("ModelSignature: "))
+        assert body == {"models": [{
+            "file": "mlp.onnx", "sha256": digest, "opset": 17,
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 64]}],
+            "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 10]}],
+        }]}  # fmt: skip
+    # Without --check nothing is read and nothing is written.
+    log.unlink()
+    done = _fetch(str(good), str(tmp_path / "dest2"), env={"MODELSERVE_TERMINATION_LOG": str(log)})
+    assert done.returncode == 0, done.stderr
+    assert not log.exists()
+
+
+def test_signature_message_is_cut_to_valid_json_within_the_kubelets_limit() -> None:
+    import json
+
+    from modelserve_server.modelcheck import signature_message
+
+    def tensor(i: int) -> dict[str, object]:
+        return {"name": f"past_key_values.{i}.key", "datatype": "FP16", "shape": [-1, 32, -1, 128]}
+
+    model = {"file": "decoder.onnx", "sha256": "a" * 64, "opset": 17,
+             "inputs": [tensor(i) for i in range(5000)], "outputs": [tensor(i) for i in range(300)]}
+    message = signature_message([model])
+    assert len(message.encode()) <= 4096 and message.startswith("ModelSignature: ")
+    (cut,) = json.loads(message.removeprefix("ModelSignature: "))["models"]
+    assert cut["truncated"] is True and (cut["inputCount"], cut["outputCount"]) == (5000, 300)
+    assert cut["inputs"] == model["inputs"][: len(cut["inputs"])] and cut["inputs"]  # a prefix, in order
+    assert (cut["file"], cut["sha256"], cut["opset"]) == ("decoder.onnx", "a" * 64, 17)
+    small = {**model, "inputs": model["inputs"][:2], "outputs": model["outputs"][:1]}
+    # Many model files (a repository): whole models go once no tensor is left.
+    many = signature_message([dict(small, file=f"m{i}/model.onnx") for i in range(200)])
+    body = json.loads(many.removeprefix("ModelSignature: "))
+    assert len(many) <= 4096 and body["truncated"] is True and body["modelCount"] == 200
+    assert 0 < len(body["models"]) < 200
+    # What fits is left alone.
+    whole = json.loads(signature_message([small]).removeprefix("ModelSignature: "))
+    assert whole == {"models": [small]}
+
+
+def test_signature_datatypes_are_the_servers_v2_names() -> None:
+    """One mapping ONNX -> V2 (``datatypes.ONNX_TO_V2``): the signature's table must agree with it."""
+    from modelserve_server.datatypes import ONNX_TO_V2
+    from modelserve_server.modelcheck import ELEM_TYPE_V2
+
+    onnx_names = {"FLOAT": "float", "DOUBLE": "double", "FLOAT16": "float16", "STRING": "string"}
+    for number, v2 in ELEM_TYPE_V2.items():
+        name = onnx.TensorProto.DataType.Name(number)
+        key = f"tensor({onnx_names.get(name, name.lower())})"
+        assert ONNX_TO_V2.get(key, v2) == v2, (name, v2)
+        assert key in ONNX_TO_V2 or v2 == "BFLOAT16", name

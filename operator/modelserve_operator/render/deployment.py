@@ -1,9 +1,10 @@
 """The Deployment that runs the inference server pods.
 
 Pod shape (issue 3):
-- an init container ``modelserve fetch <uri> /models`` downloads the model into an emptyDir
-  (``--sha256`` when given; ``envFrom`` the credentials Secret for s3); a ``pvc://`` model mounts
-  the claim read-only at ``/models`` instead and has no init container;
+- an init container ``modelserve fetch <uri> /models --check`` downloads the model into an
+  emptyDir and checks it (``--sha256`` when given; ``envFrom`` the credentials Secret for s3; see
+  :func:`fetch_args`); a ``pvc://`` model mounts the claim read-only at ``/models`` instead and
+  has no init container;
 - the server container runs ``modelserve serve --model <name>=/models/<file>`` with the spec's
   flags on fixed container ports (8080 HTTP, 8081 gRPC);
 - GPUs are a limit on the GPU resource, with ``Exists NoSchedule`` tolerations of the GPU nodes'
@@ -201,11 +202,34 @@ def _clean(obj: Obj) -> Obj:
     return {k: v for k, v in obj.items() if v is not None and v != ""}
 
 
-def _fetch_container(ctx: RenderContext) -> Obj:
+def fetch_args(ctx: RenderContext) -> list[str] | None:
+    """Arguments of ``modelserve`` in the fetch init container; None for a pvc:// model (no fetch).
+
+    ``--check`` always: a model that can never be served fails here with a one-line reason
+    (``ModelInvalid`` in the status) instead of a crash-looping server, and on success the init
+    container reports the signature that ``status.modelSignature`` shows. ``--require-batch-dim``
+    only when ``runtime.requireBatching`` asks for it, not whenever ``maxBatchSize > 1``: the API
+    server defaults maxBatchSize to 32, so every spec "asks" for batching, and the server serves a
+    model without a dynamic first dimension correctly, one request at a time (batching there is
+    opportunistic, and its warm-up at batch 2 is a stronger test than the declared shapes). Refusing
+    such models by default would break every fixed-shape model. A pvc:// model is mounted, not
+    fetched: the server runs the same checks at load and reports ``ModelInvalid:`` itself.
+    """
+    if ctx.pvc_claim:
+        return None
     model = ctx.spec.model
     args = ["fetch", model.uri, MODELS_DIR]
     if model.sha256:
         args += ["--sha256", model.sha256]
+    args.append("--check")
+    if ctx.spec.runtime.require_batching:
+        args.append("--require-batch-dim")
+    return args
+
+
+def _fetch_container(ctx: RenderContext) -> Obj:
+    model = ctx.spec.model
+    args = fetch_args(ctx) or []
     container: Obj = {
         "name": FETCH_CONTAINER,
         "image": ctx.fetch_image,
