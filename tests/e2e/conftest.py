@@ -21,7 +21,6 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
-import onnx
 import pytest
 import realpods
 from e2e_support import (
@@ -44,11 +43,10 @@ from e2e_support import (
     unique,
     wait_for,
 )
-from onnx import TensorProto, helper
 from realpods import ModelHost, built_images, require_real_node
 
 sys.path.insert(0, str(ROOT / "tests" / "server"))
-from serverlib import build_mlp, build_slow
+from serverlib import build_mlp, build_slow, build_warmup_fails
 
 sys.path.insert(0, str(ROOT))
 from hack.cluster import realnode
@@ -218,16 +216,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelHost]:
     build_mlp(root / "mlp.onnx")
     build_slow(root / "slow.onnx", layers=8, width=512)  # ~2 M MACs a row: requests queue under load
     (root / "not-onnx.onnx").write_bytes(b"<html>this is a login page, not a model</html>\n" * 20)
-    # Loads (nothing static is wrong), but any input [N, 4] cannot be reshaped to [3]: warm-up fails.
-    graph = helper.make_graph(
-        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "broken",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
-        [helper.make_tensor("shape", TensorProto.INT64, [1], [3])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, root / "warmup-fails.onnx")
+    build_warmup_fails(root / "warmup-fails.onnx")
     host = ModelHost(root)
     host.start()
     try:

@@ -136,6 +136,17 @@ def build_static(path: Path) -> Path:
     return _save(graph, path)
 
 
+def build_warmup_fails(path: Path) -> Path:
+    """x FP32 [N,4] -> Reshape to [3]: loads (nothing static is wrong), but every inference fails."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "broken",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+        [helper.make_tensor("shape", TensorProto.INT64, [1], [3])],
+    )
+    return _save(graph, path)
+
+
 def build_slow(path: Path, layers: int = 24, width: int = 1024) -> Path:
     """x FP32 [N,256] -> ``layers`` x (MatMul by one shared width x width weight, Tanh) -> y FP32 [N,8].
 
