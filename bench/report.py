@@ -208,19 +208,21 @@ def issue12_table(runs: list[Run], inproc: InProcess) -> str:
 
 
 def nginx_table(runs: list[Run]) -> str:
-    """The HTTP limit line: nginx's static answer to the same POST requests, beside modelserve's MLP."""
+    """The HTTP limit line (nginx's static answer to the same POST requests) and `--workers N`, beside
+    modelserve's one-process MLP figures of the same run."""
     lines = [
-        "| body | c | nginx req/s | p50 ms | p99 ms | modelserve MLP req/s | modelserve / nginx |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| system | body | c | req/s | p50 ms | p99 ms | modelserve (1 process) req/s | ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for run in sorted(
-        (r for r in runs if r.system == "nginx" and not r.failure), key=lambda r: (r.proto, r.conc)
-    ):
+    others = [
+        r for r in runs if r.model == "mlp" and not r.failure and r.system not in ("modelserve", "kserve")
+    ]
+    for run in sorted(others, key=lambda r: (r.system != "nginx", r.system, r.proto, r.conc)):
         ms = find(runs, "modelserve", "mlp", run.proto, run.conc)
-        ratio = f"{ms.rps / run.rps:.3f}" if ms and run.rps else "-"
+        ratio = f"{run.rps / ms.rps:.2f}x" if ms and ms.rps else "-"
         lines.append(
-            f"| {run.proto} | {run.conc} | {run.rps:.1f} | {run.p50_ms:.2f} | {run.p99_ms:.2f} "
-            f"| {ms.rps if ms else 0:.1f} | {ratio} |"
+            f"| {run.system} | {run.proto} | {run.conc} | {run.rps:.1f} | {run.p50_ms:.2f} "
+            f"| {run.p99_ms:.2f} | {ms.rps if ms else 0:.1f} | {ratio} |"
         )
     return "\n".join(lines)
 
@@ -447,7 +449,7 @@ def render_section(
         "",
         issue12_table(runs, inproc),
         "",
-        "### HTTP limit: nginx (static `return 200`, body the size of the MLP's answer, same POST requests)",
+        "### HTTP limit (nginx: static `return 200`, body the size of the MLP's answer) and `--workers`, MLP",
         "",
         nginx_table(runs),
         "",

@@ -237,7 +237,7 @@ def load(server: Server, spec: ModelSpec, proto: str, body: Body, conc: int, arg
     url = f"http://127.0.0.1:{server.port}/v2/models/{spec.name}/infer"
     try:
         wrk(url, body, conc, args.warmup)
-        before = batch_stats(server.port, spec.name) if server.name == "modelserve" else None
+        before = batch_stats(server.port, spec.name) if server.name.startswith("modelserve") else None
         with CpuWindow(server.pid) as cpu:
             result = wrk(url, body, conc, args.duration)
         if before is not None:
@@ -290,6 +290,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--spinning", action="store_true", help="let ONNX Runtime threads spin (modelserve: off)")
     p.add_argument("--modelserve-arg", action="append", default=[], help="extra `modelserve serve` argument")
     p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="also load `modelserve serve --workers N` with the MLP, beside the 1-process server (0: off)",
+    )
+    p.add_argument(
         "--profile",
         choices=["auto", "always", "never"],
         default="auto",
@@ -341,6 +347,14 @@ def make_servers(bench: Bench) -> list[Server]:
         servers.append(
             Server("modelserve", [*argv, *args.modelserve_arg], port, CACHE / "modelserve.log", env)
         )
+    if "modelserve" in args.systems and args.workers > 1 and "mlp" in bench.specs:
+        port, name = free_port(), f"modelserve-w{args.workers}"
+        argv = [str(Path(sys.executable).parent / "modelserve"), "serve", *models, "--host", "127.0.0.1"]
+        threads = max(1, args.threads // args.workers)  # the cores shared out, not oversubscribed
+        argv += ["--http-port", str(port), "--grpc-port", "0", "--intra-op-threads", str(threads)]
+        argv += ["--workers", str(args.workers)]
+        env = {"MODELSERVE_ORT_ALLOW_SPINNING": "1" if args.spinning else "0"}
+        servers.append(Server(name, [*argv, *args.modelserve_arg], port, CACHE / f"{name}.log", env))
     if "nginx" in args.systems and "mlp" in bench.specs:
         body = nginx_body(bench.specs["mlp"], bench.expected["mlp"])
         print(f"bench: nginx answers every POST with a static {len(body)}-byte JSON body", flush=True)
@@ -349,8 +363,8 @@ def make_servers(bench: Bench) -> list[Server]:
 
 
 def serves(server: Server, model: str) -> bool:
-    """nginx's static answer stands in for the MLP only (the HTTP limit line); others serve all."""
-    return server.name != "nginx" or model == "mlp"
+    """nginx (the HTTP limit line) and the --workers server are loaded with the MLP only."""
+    return server.name == "modelserve" or server.name == "kserve" or model == "mlp"
 
 
 def start_and_check(server: Server, bench: Bench) -> str | None:
@@ -547,7 +561,7 @@ def profile_targets(bench: Bench, live: list[Server], evals: list[Evaluation]) -
 
 def print_summary(bench: Bench, runs: list[Run], evals: list[Evaluation]) -> None:
     print("\n" + table(runs, bench.inproc) + "\n")
-    if any(r.system == "nginx" for r in runs):
+    if any(r.system != "modelserve" and r.system.startswith(("nginx", "modelserve")) for r in runs):
         print(nginx_table(runs) + "\n")
     print(issue12_table(runs, bench.inproc) + "\n")
     for ev in evals:
