@@ -56,8 +56,9 @@ def wait(what: str, probe: Any, timeout: float = 300, interval: float = 0.2) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cluster", default=local.DEFAULT_NAME)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--conc", type=int, default=8)
@@ -69,14 +70,37 @@ def main(argv: list[str] | None = None) -> int:
     helm = [str(layout.cache / "bin" / "helm"), f"--kubeconfig={layout.kubeconfig}"]
     op_repo, op_tag = refs["OPERATOR_REF"].rsplit(":", 1)
     srv_repo, srv_tag = refs["SERVER_REF"].rsplit(":", 1)
-    subprocess.run([*helm, "upgrade", "--install", "modelserve", str(ROOT / "charts" / "modelserve"),
-                    "--namespace", "modelserve-system", "--create-namespace",
-                    "--set", f"operator.image.repository={op_repo}", "--set", f"operator.image.tag={op_tag}",
-                    "--set", f"server.image.repository={srv_repo}", "--set", f"server.image.tag={srv_tag}",
-                    "--set-string", r"operator.nodeSelector.modelserve\.io/real-node=true",
-                    "--set-json", "operator.tolerations=" + json.dumps([realnode.NODE_TOLERATION]),
-                    "--set", "operator.replicas=1", "--wait", "--timeout", "5m"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            *helm,
+            "upgrade",
+            "--install",
+            "modelserve",
+            str(ROOT / "charts" / "modelserve"),
+            "--namespace",
+            "modelserve-system",
+            "--create-namespace",
+            "--set",
+            f"operator.image.repository={op_repo}",
+            "--set",
+            f"operator.image.tag={op_tag}",
+            "--set",
+            f"server.image.repository={srv_repo}",
+            "--set",
+            f"server.image.tag={srv_tag}",
+            "--set-string",
+            r"operator.nodeSelector.modelserve\.io/real-node=true",
+            "--set-json",
+            "operator.tolerations=" + json.dumps([realnode.NODE_TOLERATION]),
+            "--set",
+            "operator.replicas=1",
+            "--wait",
+            "--timeout",
+            "5m",
+        ],
+        check=True,
+        capture_output=True,
+    )
     specs = ensure_models(CACHE)
     spec = specs["mlp"]
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(spec.path.parent))
@@ -90,17 +114,28 @@ def main(argv: list[str] | None = None) -> int:
     kubectl(layout, "delete", "namespace", NS, "--ignore-not-found", "--wait=true")
     kubectl(layout, "create", "namespace", NS)
     try:
-        md = {"apiVersion": "serving.modelserve.io/v1alpha1", "kind": "ModelDeployment",
-              "metadata": {"name": "mlp", "namespace": NS},
-              "spec": {"model": {"uri": uri, "sha256": sha},
-                       "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
-                       "scaling": {"minReplicas": 1, "maxReplicas": 1},
-                       "scheduling": {"nodeSelector": {realnode.NODE_LABEL: "true"},
-                                      "tolerations": [realnode.NODE_TOLERATION]}}}
+        md = {
+            "apiVersion": "serving.modelserve.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "mlp", "namespace": NS},
+            "spec": {
+                "model": {"uri": uri, "sha256": sha},
+                "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+                "scaling": {"minReplicas": 1, "maxReplicas": 1},
+                "scheduling": {
+                    "nodeSelector": {realnode.NODE_LABEL: "true"},
+                    "tolerations": [realnode.NODE_TOLERATION],
+                },
+            },
+        }
         started = time.monotonic()
         kubectl(layout, "apply", "-f", "-", stdin=json.dumps(md))
-        ip = wait("the Service", lambda: json.loads(
-            kubectl(layout, "get", "svc", "mlp", "-n", NS, "-o", "json"))["spec"]["clusterIP"])
+        ip = wait(
+            "the Service",
+            lambda: json.loads(kubectl(layout, "get", "svc", "mlp", "-n", NS, "-o", "json"))["spec"][
+                "clusterIP"
+            ],
+        )
         url = f"http://{ip}:8080/v2/models/mlp/infer"
 
         def infer() -> bool:
@@ -115,12 +150,30 @@ def main(argv: list[str] | None = None) -> int:
 
         # The same server on the host, same image contents (the virtualenv), same flags.
         port = free_port()
-        host = subprocess.Popen([str(Path(sys.executable).parent / "modelserve"), "serve", "--model",
-                                 f"mlp={spec.path}", "--host", "127.0.0.1", "--http-port", str(port),
-                                 "--grpc-port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        host = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "modelserve"),
+                "serve",
+                "--model",
+                f"mlp={spec.path}",
+                "--host",
+                "127.0.0.1",
+                "--http-port",
+                str(port),
+                "--grpc-port",
+                "0",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
-            wait("the host server", lambda: urllib.request.urlopen(
-                f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status == 200)
+            wait(
+                "the host server",
+                lambda: (
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status
+                    == 200
+                ),
+            )
             host_url = f"http://127.0.0.1:{port}/v2/models/mlp/infer"
             wrk(host_url, body, args.conc, 2)
             on_host = wrk(host_url, body, args.conc, args.seconds)
@@ -129,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             host.wait(timeout=60)
         figures["clusterip"] = through_service
         figures["host"] = on_host
+
         def rps(result: dict[str, Any]) -> float:
             return float(result["requests"]) / (float(result["duration_us"]) / 1e6)
 
@@ -136,13 +190,38 @@ def main(argv: list[str] | None = None) -> int:
         figures["clusterip_over_host_rps"] = round(rps(through_service) / rps(on_host), 3)
 
         # Rolling update with 2 replicas: patch, then wait for the rollout to finish.
-        kubectl(layout, "patch", "modeldeployment", "mlp", "-n", NS, "--type=merge", "-p",
-                json.dumps({"spec": {"scaling": {"minReplicas": 2, "maxReplicas": 2}}}))
-        wait("2 ready replicas", lambda: json.loads(kubectl(layout, "get", "deploy", "mlp", "-n", NS, "-o",
-                                                            "json"))["status"].get("readyReplicas") == 2)
+        kubectl(
+            layout,
+            "patch",
+            "modeldeployment",
+            "mlp",
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"scaling": {"minReplicas": 2, "maxReplicas": 2}}}),
+        )
+        wait(
+            "2 ready replicas",
+            lambda: (
+                json.loads(kubectl(layout, "get", "deploy", "mlp", "-n", NS, "-o", "json"))["status"].get(
+                    "readyReplicas"
+                )
+                == 2
+            ),
+        )
         started = time.monotonic()
-        kubectl(layout, "patch", "modeldeployment", "mlp", "-n", NS, "--type=merge", "-p",
-                json.dumps({"spec": {"runtime": {"maxBatchSize": 8}}}))
+        kubectl(
+            layout,
+            "patch",
+            "modeldeployment",
+            "mlp",
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"runtime": {"maxBatchSize": 8}}}),
+        )
         kubectl(layout, "rollout", "status", "deployment/mlp", "-n", NS, "--timeout=300s")
         figures["rolling_update_2_replicas_s"] = round(time.monotonic() - started, 2)
     finally:

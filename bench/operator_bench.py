@@ -203,6 +203,7 @@ def sequential(kube: Kubectl, op: OperatorProcess, count: int) -> dict[str, Any]
             api.create_namespaced_custom_object(
                 GROUP, VERSION, ns, PLURAL, md_body(name, {"minReplicas": 1, "maxReplicas": 3})
             )
+
             def done(name: str = name) -> bool:
                 return name in tracker.ready and all(k in tracker.children.get(name, {}) for k in wanted)
 

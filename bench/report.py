@@ -23,6 +23,29 @@ TARGET_CNN_JSON = 0.40
 TARGET_MLP_P99_MS = 2.0
 
 
+@dataclass(frozen=True)
+class Goal:
+    """One row of issue 12's target table: a ratio (or latency) measured in this run against its target."""
+
+    scenario: str
+    today: str  # the issue's figure before the work, for the reader
+    target: float
+    higher_is_better: bool
+    unit: str = ""
+
+
+# Issue 12's targets, in the issue's order and words (the `today` column is the issue's own figure).
+ISSUE12 = {
+    "mlp_vs_nginx": Goal(
+        "MLP binary, c=32: req/s ÷ nginx static POST req/s, same machine, same run", "~0.10", 0.35, True
+    ),
+    "mlp_p99": Goal("MLP binary, c=1: p99", "0.8 ms", 0.5, False, " ms"),
+    "cnn_binary": Goal("CNN binary, c=8: ÷ in-process ORT best at batch ≤ 8", "0.83-0.90", 0.97, True),
+    "cnn_json": Goal("CNN JSON, c=8: ÷ in-process", "0.45", 0.65, True),
+    "cnn_tail": Goal("CNN binary, c=32: p99 ÷ p50", "~1.9", 1.3, False),
+}
+
+
 @dataclass
 class Run:
     """One measured wrk run (after its warm-up)."""
@@ -147,6 +170,63 @@ def evaluate(runs: list[Run], inproc: InProcess) -> list[Evaluation]:
     return out
 
 
+def issue12_values(runs: list[Run], inproc: InProcess) -> dict[str, float | None]:
+    """The five measured figures of issue 12 (None where a run failed or was not selected)."""
+    ms = {key: find(runs, "modelserve", *key) for key in (("mlp", "binary", 32), ("mlp", "binary", 1))}
+    nginx = find(runs, "nginx", "mlp", "binary", 32)
+    mlp32, mlp1 = ms[("mlp", "binary", 32)], ms[("mlp", "binary", 1)]
+    values: dict[str, float | None] = {
+        "mlp_vs_nginx": mlp32.rps / nginx.rps if mlp32 and nginx and nginx.rps else None,
+        "mlp_p99": mlp1.p99_ms if mlp1 else None,
+    }
+    for proto in ("binary", "json"):
+        run = find(runs, "modelserve", "cnn", proto, 8)
+        lim = run_limit(run, inproc) if run else None
+        values[f"cnn_{proto}"] = run.rps / lim[0] if run and lim and lim[0] else None
+    tail = find(runs, "modelserve", "cnn", "binary", 32)
+    values["cnn_tail"] = tail.p99_ms / tail.p50_ms if tail and tail.p50_ms else None
+    return values
+
+
+def issue12_table(runs: list[Run], inproc: InProcess) -> str:
+    """Issue 12's table: scenario, the issue's `today`, this run's figure, target, and the margin."""
+    lines = ["| scenario | issue's today | this run | target | verdict |", "|---|---|---:|---|---|"]
+    for key, value in issue12_values(runs, inproc).items():
+        goal = ISSUE12[key]
+        sign = "≥" if goal.higher_is_better else "≤"
+        if value is None:
+            measured, verdict = "-", "not measured"
+        else:
+            measured = f"{value:.2f}{goal.unit}"
+            met = value >= goal.target if goal.higher_is_better else value <= goal.target
+            gap = abs(goal.target - value)
+            verdict = "**met**" if met else f"**missed** by {gap:.2f}{goal.unit}"
+        lines.append(
+            f"| {goal.scenario} | {goal.today} | {measured} | {sign} {goal.target:g}{goal.unit} | {verdict} |"
+        )
+    return "\n".join(lines)
+
+
+def nginx_table(runs: list[Run]) -> str:
+    """The HTTP limit line (nginx's static answer to the same POST requests) and `--workers N`, beside
+    modelserve's one-process MLP figures of the same run."""
+    lines = [
+        "| system | body | c | req/s | p50 ms | p99 ms | modelserve (1 process) req/s | ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    others = [
+        r for r in runs if r.model == "mlp" and not r.failure and r.system not in ("modelserve", "kserve")
+    ]
+    for run in sorted(others, key=lambda r: (r.system != "nginx", r.system, r.proto, r.conc)):
+        ms = find(runs, "modelserve", "mlp", run.proto, run.conc)
+        ratio = f"{run.rps / ms.rps:.2f}x" if ms and ms.rps else "-"
+        lines.append(
+            f"| {run.system} | {run.proto} | {run.conc} | {run.rps:.1f} | {run.p50_ms:.2f} "
+            f"| {run.p99_ms:.2f} | {ms.rps if ms else 0:.1f} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
 def _fmt(run: Run | None) -> str:
     if run is None:
         return "- | - | -"
@@ -160,7 +240,7 @@ def table(runs: list[Run], inproc: InProcess) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     keys = sorted(
-        {(r.model, r.proto, r.conc) for r in runs},
+        {(r.model, r.proto, r.conc) for r in runs if r.system != "nginx"},
         key=lambda k: (["mlp", "cnn"].index(k[0]) if k[0] in ("mlp", "cnn") else 9, k[1], k[2]),
     )
     for model, proto, conc in keys:
@@ -361,9 +441,17 @@ def render_section(
         "",
         f"ONNX Runtime settings, identical for all three: {settings}.",
         "",
-        "### Targets",
+        "### Targets of issue 2",
         "",
         verdicts(evals),
+        "",
+        "### Targets of issue 12 (ratios from this run)",
+        "",
+        issue12_table(runs, inproc),
+        "",
+        "### HTTP limit (nginx: static `return 200`, body the size of the MLP's answer) and `--workers`, MLP",
+        "",
+        nginx_table(runs),
         "",
         "### Throughput and latency (wrk, closed loop, batch-1 requests)",
         "",

@@ -1,13 +1,15 @@
-"""Issue 2's benchmark: modelserve vs KServe's Python ModelServer vs in-process ONNX Runtime, on this machine.
+"""Issues 2 and 12's benchmark: modelserve vs KServe vs in-process ONNX Runtime vs nginx, on this machine.
 
 Why one script: the targets are ratios (modelserve / KServe, modelserve / the in-process limit), and ratios
 only mean something when every number comes from the same run, on the same machine, under the same
 background load. So this script builds the models (bench/models.py), pre-builds the request bodies, measures
 the in-process ONNX Runtime limit with modelserve's session settings, starts KServe (from its own virtualenv,
 made here on first use) and modelserve on 127.0.0.1, checks every answer against in-process ONNX Runtime,
-drives both servers in turn with `wrk` (closed loop, batch-1 requests, JSON and Triton's binary tensor
+starts nginx with a static answer as the HTTP limit line,
+drives the servers in turn with `wrk` (closed loop, batch-1 requests, JSON and Triton's binary tensor
 extension, concurrency 1/8/32), prints the table and writes the "Server" section of bench/RESULTS.md
-(bench/report.py; other sections are kept). CPU use of server, wrk and everything else is recorded per run.
+(bench/report.py; other sections are kept), with issue 12's target table. CPU use of server (with its worker
+processes), wrk and everything else is recorded per run.
 
     .venv/bin/python bench/run.py            # full run (make bench), ~8 minutes
     .venv/bin/python bench/run.py --quick    # smoke run, ~2 minutes, RESULTS.md untouched unless --write
@@ -28,7 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -45,13 +47,16 @@ from report import (  # noqa: E402
     cpu_table,
     evaluate,
     failures,
+    issue12_table,
+    nginx_table,
     render_section,
     summarize_profile,
     table,
     write_section,
 )
 from server_kserve import make_session  # noqa: E402
-from server_procs import CpuWindow, Server, batch_stats, check_answer, free_port  # noqa: E402
+from server_nginx import make_nginx, nginx_version  # noqa: E402
+from server_procs import CpuWindow, Server, batch_stats, check_answer, free_port, request  # noqa: E402
 
 ROOT = BENCH.parent
 CACHE = BENCH / ".cache"
@@ -87,6 +92,7 @@ def machine_facts() -> dict[str, str]:
         "kserve": KSERVE_PKGS[0].split("==")[1],
         "modelserve": metadata.version("modelserve"),
         "wrk": wrk_v,
+        "nginx": nginx_version(),
     }
 
 
@@ -231,7 +237,7 @@ def load(server: Server, spec: ModelSpec, proto: str, body: Body, conc: int, arg
     url = f"http://127.0.0.1:{server.port}/v2/models/{spec.name}/infer"
     try:
         wrk(url, body, conc, args.warmup)
-        before = batch_stats(server.port, spec.name) if server.name == "modelserve" else None
+        before = batch_stats(server.port, spec.name) if server.name.startswith("modelserve") else None
         with CpuWindow(server.pid) as cpu:
             result = wrk(url, body, conc, args.duration)
         if before is not None:
@@ -278,11 +284,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", default="1,8,32")
     p.add_argument("--models", default="mlp,cnn")
     p.add_argument("--protocols", default="json,binary")
-    p.add_argument("--systems", default="kserve,modelserve")
+    p.add_argument("--systems", default="kserve,modelserve,nginx", help="nginx: the HTTP limit (MLP only)")
     p.add_argument("--rounds", type=int, default=1, help="repeat the load matrix, keep each scenario's best")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime intra-op threads")
     p.add_argument("--spinning", action="store_true", help="let ONNX Runtime threads spin (modelserve: off)")
     p.add_argument("--modelserve-arg", action="append", default=[], help="extra `modelserve serve` argument")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="also load `modelserve serve --workers N` with the MLP, beside the 1-process server (0: off)",
+    )
     p.add_argument(
         "--profile",
         choices=["auto", "always", "never"],
@@ -305,10 +317,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def make_servers(
-    args: argparse.Namespace, specs: dict[str, ModelSpec], settings: dict[str, Any]
-) -> list[Server]:
-    models = [a for name, spec in specs.items() for a in ("--model", f"{name}={spec.path}")]
+def nginx_body(spec: ModelSpec, expected: np.ndarray) -> str:
+    """modelserve's JSON answer to one MLP item, as text: nginx answers with a body of that size."""
+    output = {"name": OUTPUT_NAME, "datatype": "FP32", "shape": list(expected.shape)}
+    doc = {
+        "model_name": spec.name,
+        "model_version": "1",
+        "outputs": [{**output, "data": expected.ravel().tolist()}],
+    }
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def make_servers(bench: Bench) -> list[Server]:
+    """The selected systems as Server objects (not started); KServe and modelserve get the same models."""
+    args, settings = bench.args, bench.settings
+    models = [a for name, spec in bench.specs.items() for a in ("--model", f"{name}={spec.path}")]
     servers: list[Server] = []
     if "kserve" in args.systems:
         python, port = ensure_kserve_venv(), free_port()
@@ -324,19 +347,41 @@ def make_servers(
         servers.append(
             Server("modelserve", [*argv, *args.modelserve_arg], port, CACHE / "modelserve.log", env)
         )
+    if "modelserve" in args.systems and args.workers > 1 and "mlp" in bench.specs:
+        port, name = free_port(), f"modelserve-w{args.workers}"
+        argv = [str(Path(sys.executable).parent / "modelserve"), "serve", *models, "--host", "127.0.0.1"]
+        threads = max(1, args.threads // args.workers)  # the cores shared out, not oversubscribed
+        argv += ["--http-port", str(port), "--grpc-port", "0", "--intra-op-threads", str(threads)]
+        argv += ["--workers", str(args.workers)]
+        env = {"MODELSERVE_ORT_ALLOW_SPINNING": "1" if args.spinning else "0"}
+        servers.append(Server(name, [*argv, *args.modelserve_arg], port, CACHE / f"{name}.log", env))
+    if "nginx" in args.systems and "mlp" in bench.specs:
+        body = nginx_body(bench.specs["mlp"], bench.expected["mlp"])
+        print(f"bench: nginx answers every POST with a static {len(body)}-byte JSON body", flush=True)
+        servers.append(make_nginx(body, CACHE / "nginx.log"))
     return servers
 
 
-def start_and_check(
-    server: Server, specs: dict[str, ModelSpec], bodies: dict[str, dict[str, Body]], expected: dict[str, Any]
-) -> str | None:
+def serves(server: Server, model: str) -> bool:
+    """nginx (the HTTP limit line) and the --workers server are loaded with the MLP only."""
+    return server.name == "modelserve" or server.name == "kserve" or model == "mlp"
+
+
+def start_and_check(server: Server, bench: Bench) -> str | None:
     """Starts a server and checks every body's answer; returns why it failed, or None."""
     print(f"bench: starting {server.name} on 127.0.0.1:{server.port}", flush=True)
     try:
         server.start(ROOT)
-        for name in specs:
-            for body in bodies[name].values():
-                check_answer(server, name, body.path.read_bytes(), body.headers(), expected[name])
+        for name in bench.specs:
+            for body in bench.bodies[name].values():
+                if server.name == "nginx":
+                    status = request(server.port, "POST", f"/v2/models/{name}/infer", body.path.read_bytes())[
+                        0
+                    ]
+                    if status != 200:
+                        raise RuntimeError(f"nginx answered HTTP {status}")
+                    continue
+                check_answer(server, name, body.path.read_bytes(), body.headers(), bench.expected[name])
     except (RuntimeError, OSError) as exc:
         server.stop()
         print(f"bench: {server.name} FAILED: {exc}", flush=True)
@@ -364,6 +409,209 @@ def print_run(run: Run) -> None:
     )
 
 
+# ------------------------------------------------------------------------------------------- the run
+@dataclass
+class Bench:
+    """What one run measures and keeps: its inputs and every in-process figure, for the report."""
+
+    args: argparse.Namespace
+    specs: dict[str, ModelSpec]
+    settings: dict[str, Any]
+    bodies: dict[str, dict[str, Body]]
+    expected: dict[str, Any]
+    inproc: InProcess = field(default_factory=dict)
+    inproc_cpu: InProcess = field(default_factory=dict)  # model -> batch -> CPU ms per item
+    samples: dict[tuple[str, int], list[float]] = field(default_factory=dict)  # for the spread
+    notes: list[str] = field(default_factory=list)
+
+    def base_batches(self, name: str) -> list[int]:
+        sets = {"mlp": [1, 8, 32], "cnn": [1, 8] if self.args.quick else [1, 2, 4, 8]}
+        return [b for b in sets.get(name, [1]) if b <= max(self.args.concurrency)] or [1]
+
+    def measure_in_process(self, name: str, batches: list[int]) -> None:
+        """The in-process limit at these batch sizes; the best over the run is kept (the stricter limit)."""
+        seconds = 1.0 if self.args.quick else 3.0
+        rates, cpu_ms, other = in_process(self.specs[name], self.settings, batches, seconds)
+        for batch, rate in rates.items():
+            self.samples.setdefault((name, batch), []).append(rate)
+            if rate > self.inproc.setdefault(name, {}).get(batch, 0.0):
+                self.inproc[name][batch] = rate
+                self.inproc_cpu.setdefault(name, {})[batch] = cpu_ms[batch]
+        shown = ", ".join(f"batch {b}: {r:.1f}/s" for b, r in rates.items())
+        print(f"bench: in-process {name}: {shown} (other processes: {other:.0f}% CPU)", flush=True)
+        self.notes.append(
+            f"In-process {name} {list(rates)}: other processes took {other:.0f}% of one core meanwhile."
+        )
+
+
+def prepare(args: argparse.Namespace) -> Bench:
+    """Models, bodies and the expected answers (in-process ONNX Runtime with modelserve's settings)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    specs = {k: v for k, v in ensure_models(CACHE / "models").items() if k in args.models}
+    for spec in specs.values():
+        print(f"bench: model {spec.name} {list(spec.item_shape)}: {spec.flops_per_item / 1e9:.4f} GFLOP/item")
+    settings = ort_settings(args.threads, args.spinning)
+    bodies, expected = {}, {}
+    for name, spec in specs.items():
+        x = sample_input(spec)
+        bodies[name] = build_bodies(spec, x)
+        expected[name] = make_session(str(spec.path), settings).run(None, {INPUT_NAME: x})[0]
+    return Bench(args, specs, settings, bodies, expected)
+
+
+def start_all(bench: Bench, servers: list[Server]) -> tuple[list[Server], list[Run]]:
+    """Starts every server (an idle one costs nothing); a failed one gets failed runs in the table."""
+    live: list[Server] = []
+    failed: list[Run] = []
+    for server in servers:
+        failure = start_and_check(server, bench)
+        if failure is None:
+            live.append(server)
+            continue
+        bench.notes.append(failure)
+        failed += [
+            Run(server.name, m, p, c, failure="server failed")
+            for m in bench.specs
+            if serves(server, m)
+            for p in bench.args.protocols
+            for c in bench.args.concurrency
+        ]
+    return live, failed
+
+
+def in_process_beside(bench: Bench, name: str, conc: int) -> list[dict[int, float]]:
+    """The CNN's in-process limit right beside its runs (the machine's speed drifts by minutes)."""
+    beside = [b for b in (1, 4, 8, 16) if b <= conc] if name == "cnn" else []
+    return [in_process(bench.specs[name], bench.settings, beside, 1.5)[0]] if beside else []
+
+
+def run_scenario(bench: Bench, live: list[Server], name: str, proto: str, conc: int) -> list[Run]:
+    """Every live server loaded in turn with one (model, body, concurrency); the CNN's limit beside them."""
+    spec, body = bench.specs[name], bench.bodies[name][proto]
+    local = in_process_beside(bench, name, conc)
+    runs = [load(server, spec, proto, body, conc, bench.args) for server in live if serves(server, name)]
+    rates: list[tuple[float, int]] = []
+    if local:
+        local += in_process_beside(bench, name, conc)
+        rates = [(r, b) for measured in local for b, r in measured.items()]
+        shown = ", ".join(f"batch {b}: {r:.1f}/s" for r, b in rates)
+        print(f"bench: in-process {name} beside: {shown}", flush=True)
+    for run in runs:
+        run.local_limit = max(rates) if rates else None
+        run.local_rates = {b: max(r for r, b2 in rates if b2 == b) for _, b in rates} or None
+        print_run(run)
+    return runs
+
+
+def run_rounds(bench: Bench, live: list[Server]) -> list[Run]:
+    """The load matrix, `--rounds` times; each system's best run per scenario is kept."""
+    args = bench.args
+    header = f"{'system':<11}{'model':<6}{'body':<8}{'c':>4}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+    print(f"{header}{'batch':>7}{'CPU% srv/wrk/other':>20}", flush=True)
+    best: dict[tuple[str, str, str, int], Run] = {}
+    for round_ in range(args.rounds):
+        if round_:
+            print(f"bench: round {round_ + 1} of {args.rounds}", flush=True)
+            for name in bench.specs:
+                bench.measure_in_process(name, bench.base_batches(name))
+        for name in bench.specs:
+            for proto in args.protocols:
+                for conc in args.concurrency:
+                    for run in run_scenario(bench, live, name, proto, conc):
+                        key = (run.system, name, proto, conc)
+                        best[key] = better(best.get(key), run)
+    return list(best.values())
+
+
+def in_process_after(bench: Bench, runs: list[Run]) -> None:
+    """In-process again after the load, also at the batch sizes modelserve's batcher formed; drift notes."""
+    for name in bench.specs:
+        formed = {max(1, round(r.mean_batch)) for r in runs if r.model == name and r.mean_batch}
+        again = set(bench.base_batches(name)) | {b for b in formed if b <= max(bench.args.concurrency)}
+        bench.measure_in_process(name, sorted(again))
+    for (name, batch), rates_seen in sorted(bench.samples.items()):
+        if len(rates_seen) > 1 and max(rates_seen) > 1.03 * min(rates_seen):
+            bench.notes.append(
+                f"In-process {name} batch {batch} measured {len(rates_seen)} times: "
+                + ", ".join(f"{r:.1f}" for r in rates_seen)
+                + " items/s (the best is the limit): the machine's own speed drifted meanwhile."
+            )
+
+
+def profile_targets(bench: Bench, live: list[Server], evals: list[Evaluation]) -> dict[str, str]:
+    """py-spy on modelserve in the scenarios of its missed targets (or of all, with --profile always)."""
+    args, profiles = bench.args, {}
+    modelserve = next((s for s in live if s.name == "modelserve"), None)
+    if modelserve is None or args.profile == "never" or not (KSERVE_VENV / "bin" / "py-spy").exists():
+        return profiles
+    for ev in evals:
+        scenario = next((v for k, v in TARGET_SCENARIOS.items() if ev.target.startswith(k)), None)
+        if scenario is None or (args.profile == "auto" and ev.met is not False):
+            continue
+        model, proto, conc = scenario
+        label = f"{model} {proto} c={conc}"
+        if model in bench.specs and proto in args.protocols and label not in profiles:
+            print(f"bench: profiling modelserve, {label}", flush=True)
+            body = bench.bodies[model][proto]
+            profiles[label] = profile(
+                modelserve, bench.specs[model], proto, body, conc, max(args.duration, 5)
+            )
+    return profiles
+
+
+def print_summary(bench: Bench, runs: list[Run], evals: list[Evaluation]) -> None:
+    print("\n" + table(runs, bench.inproc) + "\n")
+    if any(r.system != "modelserve" and r.system.startswith(("nginx", "modelserve")) for r in runs):
+        print(nginx_table(runs) + "\n")
+    print(issue12_table(runs, bench.inproc) + "\n")
+    for ev in evals:
+        verdict = {True: "MET", False: "MISSED", None: "NOT MEASURED"}[ev.met]
+        print(f"{verdict:>12}  {ev.target}: {ev.measured} ({ev.detail})")
+    for failed in failures(runs):
+        print(f"  FAILED RUN  {failed}")
+
+
+def closing_notes(bench: Bench, runs: list[Run], floor: tuple[float, float] | None, kserve: str) -> None:
+    args = bench.args
+    if floor:
+        bench.notes.append(
+            f"In-process MLP batch-1 `session.run` alone: p50 {floor[0]:.3f} ms, p99 {floor[1]:.3f} ms "
+            "(the floor under any server's latency)."
+        )
+    rounds = (
+        f", best of {args.rounds} rounds (each system's best run per scenario)" if args.rounds > 1 else ""
+    )
+    bench.notes += [
+        "Load: `wrk -t1` (one client thread: it shares the cores with the server, equally for every system), "
+        f"closed loop, keep-alive connections, one pre-built body per scenario, {args.warmup:g} s warm-up "
+        f"discarded, {args.duration:g} s measured{rounds}. p50/p99 come from wrk's latency histogram through "
+        "the `done` hook of bench/lua/infer.lua.",
+        "Every server's answer to every body was checked against in-process ONNX Runtime before its load.",
+        f"KServe {kserve}: `kserve.ModelServer` (1 uvicorn worker, gRPC off, per-request latency "
+        "log and access log off: its best case), a custom `kserve.Model` with a synchronous `predict` "
+        "(KServe's documented pattern) over an ONNX Runtime session (bench/server_kserve.py).",
+        "nginx (bench/server_nginx.py): `worker_processes auto`, access log off, `return 200` with a static "
+        "JSON body the size of modelserve's MLP JSON answer, loaded with the same MLP POST requests; its CPU "
+        "column counts the master and its workers (the server's whole process session).",
+    ]
+    disturbed = [r for r in runs if r.other_cpu > 25]
+    if disturbed:
+        bench.notes.append(
+            f"{len(disturbed)} run(s) shared the CPU with other processes taking more than 25% of one core "
+            "(column `other` of the CPU table): their numbers are lower than on a quiet machine."
+        )
+
+
+def commands(argv: list[str] | None, servers: list[Server], duration: float) -> list[str]:
+    shown_args = " ".join(argv if argv is not None else sys.argv[1:])
+    return [
+        f"make bench   # = .venv/bin/python bench/run.py {shown_args}".rstrip(),
+        *[shlex.join(s.argv).replace(str(ROOT) + "/", "") for s in servers],
+        f"wrk -t1 -c<C> -d{duration:g}s --timeout 60s -s bench/lua/infer.lua <URL> -- <BODY_FILE> "
+        "<CONTENT_TYPE> [<INFERENCE_HEADER_CONTENT_LENGTH>]",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t_start, started = time.monotonic(), time.strftime("%Y-%m-%d %H:%M %Z")
@@ -375,187 +623,40 @@ def main(argv: list[str] | None = None) -> int:
     facts, load_before = machine_facts(), background()
     print("bench: " + ", ".join(f"{k} {v}" for k, v in facts.items()), flush=True)
     print(f"bench: before: {load_before}", flush=True)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    specs = {k: v for k, v in ensure_models(CACHE / "models").items() if k in args.models}
-    flops = {name: spec.flops_per_item for name, spec in specs.items()}
-    for spec in specs.values():
-        print(f"bench: model {spec.name} {list(spec.item_shape)}: {spec.flops_per_item / 1e9:.4f} GFLOP/item")
-    settings = ort_settings(args.threads, args.spinning)
-    bodies, expected = {}, {}
-    for name, spec in specs.items():
-        x = sample_input(spec)
-        bodies[name] = build_bodies(spec, x)
-        expected[name] = make_session(str(spec.path), settings).run(None, {INPUT_NAME: x})[0]
-
+    bench = prepare(args)
     # 1. The in-process limit, before any server runs (again before each further round; best kept).
-    inproc: InProcess = {}
-    inproc_cpu: InProcess = {}  # model -> batch -> CPU ms per item
-    notes: list[str] = []
-    seconds = 1.0 if args.quick else 3.0
-    batch_sets = {"mlp": [1, 8, 32], "cnn": [1, 8] if args.quick else [1, 2, 4, 8]}
-
-    samples: dict[tuple[str, int], list[float]] = {}  # every in-process measurement, for the spread
-
-    def measure_in_process(name: str, batches: list[int]) -> None:
-        rates, cpu_ms, other = in_process(specs[name], settings, batches, seconds)
-        for batch, rate in rates.items():
-            samples.setdefault((name, batch), []).append(rate)
-            if rate > inproc.setdefault(name, {}).get(batch, 0.0):
-                inproc[name][batch] = rate
-                inproc_cpu.setdefault(name, {})[batch] = cpu_ms[batch]
-        shown = ", ".join(f"batch {b}: {r:.1f}/s" for b, r in rates.items())
-        print(f"bench: in-process {name}: {shown} (other processes: {other:.0f}% CPU)", flush=True)
-        notes.append(
-            f"In-process {name} {list(rates)}: other processes took {other:.0f}% of one core meanwhile."
-        )
-
-    def base_batches(name: str) -> list[int]:
-        return [b for b in batch_sets.get(name, [1]) if b <= max(args.concurrency)] or [1]
-
-    for name in specs:
-        measure_in_process(name, base_batches(name))
-    floor = in_process_latency_ms(specs["mlp"], settings, 1.0) if "mlp" in specs else None
-
-    # 2. The servers, all up at once (an idle one costs nothing), loaded in turn per scenario.
-    servers = make_servers(args, specs, settings)
-    best: dict[tuple[str, str, str, int], Run] = {}
-    runs: list[Run] = []
-    profiles: dict[str, str] = {}
-    evals: list[Evaluation] = []
+    for name in bench.specs:
+        bench.measure_in_process(name, bench.base_batches(name))
+    floor = in_process_latency_ms(bench.specs["mlp"], bench.settings, 1.0) if "mlp" in bench.specs else None
+    # 2. The servers, all up at once, loaded in turn per scenario; 3. in-process again; 4. profiles.
+    servers = make_servers(bench)
     try:
-        live = []
-        for server in servers:
-            failure = start_and_check(server, specs, bodies, expected)
-            if failure is None:
-                live.append(server)
-                continue
-            notes.append(failure)
-            runs += [
-                Run(server.name, m, p, c, failure="server failed")
-                for m in specs
-                for p in args.protocols
-                for c in args.concurrency
-            ]
-        header = f"{'system':<11}{'model':<6}{'body':<8}{'c':>4}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
-        print(f"{header}{'batch':>7}{'CPU% srv/wrk/other':>20}", flush=True)
-        for round_ in range(args.rounds):
-            if round_:
-                print(f"bench: round {round_ + 1} of {args.rounds}", flush=True)
-                for name in specs:
-                    measure_in_process(name, base_batches(name))
-            for name, spec in specs.items():
-                for proto in args.protocols:
-                    for conc in args.concurrency:
-                        # The CNN is compute-bound: its ratio to in-process ONNX Runtime is a target, so the
-                        # limit is measured right beside its runs (the machine's speed drifts by minutes).
-                        beside = [b for b in (1, 4, 8, 16) if b <= conc] if name == "cnn" else []
-                        local = [in_process(spec, settings, beside, 1.5)[0]] if beside else []
-                        rates: list[tuple[float, int]] = []
-                        scenario_runs = [
-                            load(server, spec, proto, bodies[name][proto], conc, args) for server in live
-                        ]
-                        if beside:
-                            local.append(in_process(spec, settings, beside, 1.5)[0])
-                            rates = [(r, b) for measured in local for b, r in measured.items()]
-                            print(
-                                f"bench: in-process {name} beside: "
-                                + ", ".join(f"batch {b}: {r:.1f}/s" for r, b in rates),
-                                flush=True,
-                            )
-                        for run in scenario_runs:
-                            run.local_limit = max(rates) if beside else None
-                            run.local_rates = {
-                                b: max(r for r, b2 in rates if b2 == b) for _, b in rates
-                            } or None
-                            print_run(run)
-                            key = (run.system, name, proto, conc)
-                            best[key] = better(best.get(key), run)
-        runs += best.values()
-
-        # 3. In-process again after the load (the machine's speed drifts by minutes; the best is kept,
-        #    which makes the limit stricter), and at the batch sizes modelserve's batcher formed.
-        for name in specs:
-            formed = {max(1, round(r.mean_batch)) for r in runs if r.model == name and r.mean_batch}
-            again = set(base_batches(name)) | {b for b in formed if b <= max(args.concurrency)}
-            measure_in_process(name, sorted(again))
-        for (name, batch), rates_seen in sorted(samples.items()):
-            if len(rates_seen) > 1 and max(rates_seen) > 1.03 * min(rates_seen):
-                notes.append(
-                    f"In-process {name} batch {batch} measured {len(rates_seen)} times: "
-                    + ", ".join(f"{r:.1f}" for r in rates_seen)
-                    + " items/s (the best is the limit): the machine's own speed drifted meanwhile."
-                )
-
-        # 4. Profiles of modelserve in the scenarios of its missed targets (or of all, if asked).
-        evals = evaluate(runs, inproc)
-        modelserve = next((s for s in live if s.name == "modelserve"), None)
-        if modelserve is not None and args.profile != "never" and (KSERVE_VENV / "bin" / "py-spy").exists():
-            for ev in evals:
-                scenario = next((v for k, v in TARGET_SCENARIOS.items() if ev.target.startswith(k)), None)
-                if scenario is None or (args.profile == "auto" and ev.met is not False):
-                    continue
-                model, proto, conc = scenario
-                label = f"{model} {proto} c={conc}"
-                if model in specs and proto in args.protocols and label not in profiles:
-                    print(f"bench: profiling modelserve, {label}", flush=True)
-                    profiles[label] = profile(
-                        modelserve, specs[model], proto, bodies[model][proto], conc, max(args.duration, 5)
-                    )
+        live, runs = start_all(bench, servers)
+        runs += run_rounds(bench, live)
+        in_process_after(bench, runs)
+        evals = evaluate(runs, bench.inproc)
+        profiles = profile_targets(bench, live, evals)
     finally:
         for server in servers:
             server.stop()
-
     # 5. Report.
     load_after = background()
-    print("\n" + table(runs, inproc) + "\n")
-    for ev in evals:
-        verdict = {True: "MET", False: "MISSED", None: "NOT MEASURED"}[ev.met]
-        print(f"{verdict:>12}  {ev.target}: {ev.measured} ({ev.detail})")
-    for failed in failures(runs):
-        print(f"  FAILED RUN  {failed}")
-    if floor:
-        notes.append(
-            f"In-process MLP batch-1 `session.run` alone: p50 {floor[0]:.3f} ms, p99 {floor[1]:.3f} ms "
-            "(the floor under any server's latency)."
-        )
-    notes += [
-        "Load: `wrk -t1` (one client thread: it shares the cores with the server, equally for every system), "
-        f"closed loop, keep-alive connections, one pre-built body per scenario, {args.warmup:g} s warm-up "
-        f"discarded, {args.duration:g} s measured"
-        + (f", best of {args.rounds} rounds (each system's best run per scenario)" if args.rounds > 1 else "")
-        + ". p50/p99 come from wrk's latency histogram through the `done` hook of bench/lua/infer.lua.",
-        "Every server's answer to every body was checked against in-process ONNX Runtime before its load.",
-        f"KServe {facts['kserve']}: `kserve.ModelServer` (1 uvicorn worker, gRPC off, per-request latency "
-        "log and access log off: its best case), a custom `kserve.Model` with a synchronous `predict` "
-        "(KServe's documented pattern) over an ONNX Runtime session (bench/server_kserve.py).",
-    ]
-    disturbed = [r for r in runs if r.other_cpu > 25]
-    if disturbed:
-        notes.append(
-            f"{len(disturbed)} run(s) shared the CPU with other processes taking more than 25% of one core "
-            "(column `other` of the CPU table): their numbers are lower than on a quiet machine."
-        )
+    print_summary(bench, runs, evals)
+    closing_notes(bench, runs, floor, facts["kserve"])
     minutes = (time.monotonic() - t_start) / 60
-    shown_args = " ".join(argv if argv is not None else sys.argv[1:])
-    commands = [
-        f"make bench   # = .venv/bin/python bench/run.py {shown_args}".rstrip(),
-        *[shlex.join(s.argv).replace(str(ROOT) + "/", "") for s in servers],
-        f"wrk -t1 -c<C> -d{args.duration:g}s --timeout 60s -s bench/lua/infer.lua <URL> -- <BODY_FILE> "
-        "<CONTENT_TYPE> [<INFERENCE_HEADER_CONTENT_LENGTH>]",
-    ]
     if args.write:
         section = render_section(
             facts=facts,
             load_note=f"before: {load_before}; after: {load_after}",
-            commands=commands,
-            settings=", ".join(f"{k}={v}" for k, v in settings.items()),
-            flops=flops,
-            inproc=inproc,
-            inproc_cpu=inproc_cpu,
+            commands=commands(argv, servers, args.duration),
+            settings=", ".join(f"{k}={v}" for k, v in bench.settings.items()),
+            flops={name: spec.flops_per_item for name, spec in bench.specs.items()},
+            inproc=bench.inproc,
+            inproc_cpu=bench.inproc_cpu,
             runs=runs,
             evals=evals,
             profiles=profiles,
-            notes=notes,
+            notes=bench.notes,
             started=started,
             minutes=minutes,
             cpu=cpu_table(runs),

@@ -60,13 +60,21 @@ def machine_busy_seconds() -> float:
     return (sum(fields) - idle - steal_guest) / HZ
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """user + system CPU seconds of a live process, all its threads."""
-    try:
-        rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(rest[11]) + int(rest[12])) / HZ
+def session_cpu_seconds(sid: int) -> float:
+    """CPU seconds of every live process in session `sid`: a server and its worker processes.
+
+    Servers are started with start_new_session=True, so nginx's workers and modelserve's `--workers N`
+    children share the session of the process that was started; the parent alone would miss their CPU.
+    """
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            rest = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(rest[3]) == sid:
+            total += (int(rest[11]) + int(rest[12])) / HZ
+    return total
 
 
 def children_cpu_seconds() -> float:
@@ -93,14 +101,14 @@ class CpuWindow:
 
     def __enter__(self) -> CpuWindow:
         self._t, self._busy = time.monotonic(), machine_busy_seconds()
-        self._server = process_cpu_seconds(self.server_pid) if self.server_pid else 0.0
+        self._server = session_cpu_seconds(self.server_pid) if self.server_pid else 0.0
         self._children, self._self = children_cpu_seconds(), self_cpu_seconds()
         return self
 
     def __exit__(self, *exc: object) -> None:
         elapsed = max(time.monotonic() - self._t, 1e-9)
         busy = machine_busy_seconds() - self._busy
-        server = (process_cpu_seconds(self.server_pid) - self._server) if self.server_pid else 0.0
+        server = (session_cpu_seconds(self.server_pid) - self._server) if self.server_pid else 0.0
         client = children_cpu_seconds() - self._children
         own = self_cpu_seconds() - self._self
         self.server_pct = 100 * server / elapsed
@@ -120,6 +128,7 @@ class Server:
     log: Path
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    ready_path: str = "/v2/health/ready"
 
     @property
     def pid(self) -> int | None:
@@ -144,14 +153,14 @@ class Server:
                     + self.log.read_text(errors="replace")[-2000:]
                 )
             with contextlib.suppress(OSError):
-                if request(self.port, "GET", "/v2/health/ready", timeout=5)[0] == 200:
+                if request(self.port, "GET", self.ready_path, timeout=5)[0] == 200:
                     return
             time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s; see {self.log}")
 
     def stop(self) -> None:
-        """SIGTERM (both servers drain and exit on it), SIGKILL after 40 s."""
+        """SIGTERM (the servers drain and exit on it; nginx shuts down fast), SIGKILL after 40 s."""
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGTERM)

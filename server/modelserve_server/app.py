@@ -63,6 +63,10 @@ class ServeOptions:
     intra_op_threads: int
     max_request_bytes: int
     drain_seconds: float
+    reuse_port: bool = False  # a worker of --workers N: the HTTP port is shared (SO_REUSEPORT)
+    # Workers listen only once their models are loaded, so a shared port never hands a connection
+    # to a worker that would answer 503 while another one already answers ready.
+    listen_when_ready: bool = False
 
 
 class GrpcHandle(Protocol):
@@ -79,7 +83,7 @@ class _UvicornServer(uvicorn.Server):
         yield
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """Bind the HTTP listening socket ourselves, so a port conflict is a clean StartupError."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -88,6 +92,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # --workers N: every worker listens on the port; the kernel spreads connections
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     if family == socket.AF_INET6:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -101,7 +107,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 async def _start_grpc(
-    service: InferenceService, host: str, port: int, max_request_bytes: int
+    service: InferenceService, host: str, port: int, max_request_bytes: int, reuse_port: bool
 ) -> GrpcHandle | None:
     try:
         module: Any = importlib.import_module(GRPC_MODULE)
@@ -109,7 +115,7 @@ async def _start_grpc(
         raise StartupError(f"--grpc-port {port}: the gRPC front end is not available ({exc})") from exc
     # One request-size limit for both transports: --max-request-bytes caps gRPC messages too.
     handle: GrpcHandle = await module.start_grpc_server(
-        service, host, port, max_message_bytes=max_request_bytes
+        service, host, port, max_message_bytes=max_request_bytes, reuse_port=reuse_port
     )
     log.info("gRPC listening on %s:%d", host, port)
     return handle
@@ -147,17 +153,31 @@ async def serve(options: ServeOptions, plan: ProviderPlan) -> int:
     )
     server = _UvicornServer(config)
     grpc: GrpcHandle | None = None
-    try:
-        sock = bind_socket(options.host, options.http_port)
-        http_task = loop.create_task(server.serve(sockets=[sock]))
+    http_task: asyncio.Task[None] | None = None
+
+    async def listen() -> asyncio.Task[None]:
+        nonlocal grpc
+        sock = bind_socket(options.host, options.http_port, reuse_port=options.reuse_port)
+        task = loop.create_task(server.serve(sockets=[sock]))
         if options.grpc_port:
-            grpc = await _start_grpc(service, options.host, options.grpc_port, options.max_request_bytes)
-        log.info("HTTP listening on %s:%d; loading models", options.host, options.http_port)
+            grpc = await _start_grpc(
+                service, options.host, options.grpc_port, options.max_request_bytes, options.reuse_port
+            )
+        return task
+
+    try:
+        if not options.listen_when_ready:
+            http_task = await listen()
+        where = "not yet listening (a worker)" if http_task is None else "HTTP listening on"
+        log.info("%s %s:%d; loading models", where, options.host, options.http_port)
         load_task = loop.create_task(_load(service, options, plan))
         stop_task = loop.create_task(stop.wait())
-        done, _ = await asyncio.wait({load_task, stop_task, http_task}, return_when=asyncio.FIRST_COMPLETED)
+        first = {load_task, stop_task} | ({http_task} if http_task else set())
+        done, _ = await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
         if load_task in done:
             load_task.result()  # re-raise StartupError
+            if http_task is None:  # a worker joins the shared port only now, ready
+                http_task = await listen()
             done, _ = await asyncio.wait({stop_task, http_task}, return_when=asyncio.FIRST_COMPLETED)
         else:
             load_task.cancel()
@@ -188,7 +208,7 @@ async def _load(service: InferenceService, options: ServeOptions, plan: Provider
 async def _drain(
     service: InferenceService,
     server: uvicorn.Server,
-    http_task: asyncio.Task[None],
+    http_task: asyncio.Task[None] | None,
     grpc: GrpcHandle | None,
     drain_seconds: float,
 ) -> int:
@@ -197,7 +217,7 @@ async def _drain(
     service.begin_drain()
     log.info("SIGTERM: draining (up to %.0fs)", drain_seconds)
     server.should_exit = True  # uvicorn closes its listeners and hands idle connections over
-    waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(http_task)]
+    waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(http_task)] if http_task else []
     if grpc is not None:
         waits.append(asyncio.ensure_future(grpc.stop(drain_seconds + CUT_OFF_GRACE_S)))
     cut = 0
@@ -207,7 +227,7 @@ async def _drain(
             "drain: cut off %d request(s) unfinished after --drain-seconds %g; they were answered 503",
             cut, drain_seconds,
         )
-    _, pending = await asyncio.wait(waits, timeout=CUT_OFF_GRACE_S + 5)
+    _, pending = await asyncio.wait(waits, timeout=CUT_OFF_GRACE_S + 5) if waits else (set(), set())
     for task in pending:
         task.cancel()
     service.close()

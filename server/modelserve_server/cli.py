@@ -21,6 +21,9 @@ from modelserve_contract import GRPC_PORT, HTTP_PORT
 from modelserve_server.errors import StartupError
 from modelserve_server.parsing import ascii_uint
 
+#: Set by modelserve_server.workers for its worker processes (kept here: workers.py imports metrics).
+WORKER_ENV = "MODELSERVE_WORKER"
+
 _DECIMAL = re.compile(r"[0-9]{1,12}(\.[0-9]{1,17})?([eE][-+]?[0-9]{1,3})?", re.ASCII)
 
 
@@ -138,7 +141,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-seconds", type=_non_negative_float, default=30.0,
                    help="on SIGTERM, how long in-flight and queued requests may take to finish (default 30)")
     p.add_argument("--log-format", choices=("json", "text"), default="json", help="log format (default json)")
+    p.add_argument("--workers", type=_workers, default=1, metavar="N|auto",
+                   help="server processes sharing the ports (SO_REUSEPORT), each with its own sessions and "
+                   "batcher; auto: the container's CPU limit (cgroup quota); GPU providers: 1 (default 1)")
     return p
+
+
+def _workers(text: str) -> int:
+    """``auto`` is 0 here: resolved by :func:`worker_count` once the providers are known."""
+    return 0 if text == "auto" else _positive_int(text)
+
+
+def worker_count(requested: int, plan_names: tuple[str, ...]) -> int:
+    """How many workers to run: ``auto`` (0) from the CPU quota; always 1 with a GPU provider.
+
+    Why 1 on GPU: every worker would load its own copy of each model into the GPU's memory and
+    compete for one device; one process already keeps a GPU busy.
+    """
+    from modelserve_server.cpulimit import usable_cpus
+    from modelserve_server.runtime.providers import CPU
+
+    if any(name != CPU for name in plan_names):
+        return 1
+    return requested or usable_cpus()
 
 
 def serve_main(argv: list[str]) -> int:
@@ -170,6 +195,11 @@ def serve_main(argv: list[str]) -> int:
     except StartupError as exc:
         log.error("start-up failed: %s", exc)
         return 1
+    workers = worker_count(args.workers, plan.names)
+    if workers > 1 and not os.environ.get(WORKER_ENV):
+        from modelserve_server.workers import run_workers
+
+        return run_workers(argv, workers)
     threads = args.intra_op_threads
     if threads == 0:
         threads = default_intra_op_threads()
@@ -186,6 +216,8 @@ def serve_main(argv: list[str]) -> int:
         intra_op_threads=threads,
         max_request_bytes=args.max_request_bytes,
         drain_seconds=args.drain_seconds,
+        reuse_port=bool(os.environ.get(WORKER_ENV)),
+        listen_when_ready=bool(os.environ.get(WORKER_ENV)),
     )
     try:
         import uvloop

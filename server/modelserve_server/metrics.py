@@ -12,6 +12,11 @@ CPU-only machine they are absent rather than zero.
 
 Each :class:`Metrics` owns its own ``CollectorRegistry`` so that several servers can live in one test
 process without clashing in the global registry.
+
+With ``--workers N`` (:mod:`modelserve_server.workers`) every worker process writes its values to
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode) and ``/metrics``, whichever
+worker answers it, renders the sum over all workers: counters and histograms add up, the in-flight
+and open-connection gauges are the sum over live workers, readiness and provider info their maximum.
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from modelserve_server.parsing import ascii_uint
+
+#: prometheus_client's multiprocess directory; set for its workers by modelserve_server.workers.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 log = logging.getLogger(__name__)
 
@@ -90,16 +98,19 @@ class Metrics:
         )
         self.inflight = Gauge(
             "modelserve_inflight_requests", h["modelserve_inflight_requests"], ["model"], registry=r,
+            multiprocess_mode="livesum",
         )
         self.model_ready = Gauge(
             "modelserve_model_ready", h["modelserve_model_ready"], ["model", "version"], registry=r,
+            multiprocess_mode="livemax",
         )
         self.provider_info = Gauge(
             "modelserve_model_provider_info", h["modelserve_model_provider_info"],
-            ["model", "version", "provider"], registry=r,
+            ["model", "version", "provider"], registry=r, multiprocess_mode="livemax",
         )
         self.http_open_connections = Gauge(
             "modelserve_http_open_connections", h["modelserve_http_open_connections"], registry=r,
+            multiprocess_mode="livesum",
         )
         self.http_rejected = Counter(
             "modelserve_http_rejected", h["modelserve_http_rejected_total"], ["reason"], registry=r,
@@ -107,6 +118,12 @@ class Metrics:
         self.gpu: GpuCollector | None = GpuCollector.create() if enable_gpu else None
         if self.gpu is not None:
             r.register(self.gpu)
+        self._exposed = r
+        if os.environ.get(MULTIPROC_ENV):  # workers: expose the sum over every worker's files
+            self._exposed = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self._exposed)  # type: ignore[no-untyped-call]
+            if self.gpu is not None:
+                self._exposed.register(self.gpu)
 
     def declare_model(self, model: str, version: str, providers: Iterable[str]) -> None:
         """Create a configured model's series up front (at 0), so dashboards see them before traffic."""
@@ -119,7 +136,7 @@ class Metrics:
 
     def render(self) -> bytes:
         """The text exposition of every series."""
-        return generate_latest(self.registry)
+        return generate_latest(self._exposed)
 
 
 class GpuCollector(Collector):

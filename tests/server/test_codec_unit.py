@@ -231,3 +231,45 @@ def test_raw_bool_bytes_other_than_zero_are_true_on_both_transports() -> None:
     strings = np.array([b"ab", b""], dtype=object)
     expected = b"\x02\x00\x00\x00ab\x00\x00\x00\x00"
     assert encode_raw("BYTES", strings) == bytes(encode_tensor(strings, "BYTES")) == expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "[1, 2.5, -3e2]",
+        '[1, 2]], "x": ["]"]',  # a ']' later in the body must not end the span
+        '[1, "a]", 3]',  # a string: not numeric, found by the element-by-element skip
+        "[[1, 2], [3, 4]]",  # nested: the number-run path
+        "[1, 2",  # unterminated
+    ],
+)
+def test_flat_data_shortcut_finds_the_same_span_as_the_number_run(data: str) -> None:
+    """jsonload's flat shortcut (memchr + translate) must give the span the NUMERIC_RUN regex gives."""
+    from modelserve_server.protocol.rest import jsonload
+
+    buf = b'{"data": ' + data.encode() + b"}"
+    pos = buf.index(b"[")
+    run = jsonload.NUMERIC_RUN.match(buf, pos)
+    end = jsonload.balanced_end(buf, pos, run.end() if run else pos)
+    try:
+        span, _ = jsonload._Scanner(buf).data(pos)
+    except InvalidInput:
+        assert end is None
+        return
+    if end is not None:
+        assert (span.start, span.end, span.numeric) == (pos, end, True)
+    else:
+        assert not span.numeric
+
+
+def test_kept_simdjson_parser_decodes_each_body_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One thread's kept parser serves bodies one after another (and a larger one gets its own)."""
+    from modelserve_server.protocol.rest import numbers as numbers_module
+
+    monkeypatch.setattr(numbers_module, "_REUSE_BYTES", 40_000)
+    rng = np.random.default_rng(1)
+    for size in (2000, 500, 3000, 2000):  # 3000 floats exceed the patched cap
+        x = rng.standard_normal((1, size)).astype(np.float32)
+        body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, size],
+                                       "data": x.ravel().tolist()}]}).encode()  # fmt: skip
+        np.testing.assert_array_equal(decode_infer_request(body, None, "m", None).inputs[0].data, x)

@@ -31,10 +31,18 @@ def inflight(url: str, model: str) -> float:
 def test_sigterm_drains_in_flight_and_queued_requests(
     server_factory: ServerFactory, onnx_models: dict[str, Path]
 ) -> None:
+    check_sigterm_drains(server_factory, onnx_models)
+
+
+def check_sigterm_drains(server_factory: ServerFactory, onnx_models: dict[str, Path], *extra: str) -> None:
+    """SIGTERM under load: readiness 503 at once, no new connection, every accepted request answered.
+
+    ``extra``: more ``serve`` arguments (test_workers.py runs this with ``--workers 2``).
+    """
     # Batching off: the 16 requests run one after another, so most of them are still queued
     # inside the server when SIGTERM arrives.
     server = server_factory(
-        "--model", f"slow={onnx_models['slow']}", "--max-batch-size", "1", "--drain-seconds", "120"
+        "--model", f"slow={onnx_models['slow']}", "--max-batch-size", "1", "--drain-seconds", "120", *extra
     )
     rng = np.random.default_rng(11)
     inputs = [rng.standard_normal((128, 256)).astype(np.float32) for _ in range(16)]

@@ -213,20 +213,26 @@ class GrpcServer:
 
 
 async def start_grpc_server(
-    service: InferenceService, host: str, port: int, *, max_message_bytes: int | None = None
+    service: InferenceService,
+    host: str,
+    port: int,
+    *,
+    max_message_bytes: int | None = None,
+    reuse_port: bool = False,
 ) -> GrpcServer:
     """Bind ``host:port`` and start serving ``inference.GRPCInferenceService``.
 
     ``max_message_bytes`` caps an incoming message (pass ``--max-request-bytes``); responses are not
     capped, as a model's output may legitimately be larger than its input. A port that cannot be
     bound is a :class:`StartupError`. Port 0 binds a free port (see ``GrpcServer.port``).
+    ``reuse_port``: a worker of ``--workers N`` shares the port with the other workers.
     """
     limit = DEFAULT_MAX_MESSAGE_BYTES if max_message_bytes is None else int(max_message_bytes)
     options = [
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", -1),
         # gRPC sets SO_REUSEPORT by default: a second server on a taken port would start silently.
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
     server = grpc.aio.server(options=options)
     # The generated registration function is untyped.

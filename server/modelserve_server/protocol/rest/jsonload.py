@@ -40,6 +40,7 @@ _WS = re.compile(rb"[ \t\n\r]*")
 _NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 _STRING = re.compile(rb'"(?:[^"\\\x00-\x1f]|\\.)*"')
 NUMERIC_RUN = re.compile(rb"[0-9eE.+\-,\[\] \t\n\r]*")
+_FLAT = b"0123456789eE.+-,[] \t\n\r"  # NUMERIC_RUN's characters, for bytes.translate
 _SKIP = re.compile(rb'"(?:[^"\\\x00-\x1f]|\\.)*"|"|[\[\]]')
 _LITERALS = {b"true": True, b"false": False, b"null": None}
 
@@ -178,6 +179,12 @@ class _Scanner:
     def data(self, pos: int) -> tuple[DataSpan, int]:
         """A tensor's ``data`` array as a span: numeric when it balances within a run of number text."""
         buf = self.buf
+        close = buf.find(b"]", pos + 1)
+        flat = close > 0 and buf.find(b"[", pos + 1, close) < 0
+        if flat and not buf[pos : close + 1].translate(None, _FLAT):
+            # Flat and all number text up to its first ']': the common case, found by memchr and one
+            # C-speed translate (a regex over the number run costs 4x that); the same span as below.
+            return DataSpan(buf, pos, close + 1, numeric=True), close + 1
         run = NUMERIC_RUN.match(buf, pos)
         run_end = run.end() if run else pos
         end = balanced_end(buf, pos, run_end)
