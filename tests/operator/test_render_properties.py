@@ -318,8 +318,10 @@ def model_deployments(draw: st.DrawFn) -> dict[str, Any]:
     )
     _optional(draw, service, "ingress", ingress)
     spec["service"] = service
+    # An integer budget above maxReplicas is refused at apply (it could never be met): draw within it.
     _optional(
-        draw, spec, "disruption", st.fixed_dictionaries({"minAvailable": st.integers(0, 3) | st.just("50%")})
+        draw, spec, "disruption",
+        st.fixed_dictionaries({"minAvailable": st.integers(0, min(3, high)) | st.just("50%")}),
     )
     _optional(draw, spec, "monitoring", st.fixed_dictionaries({"podMonitor": st.booleans()}))
     _optional(
