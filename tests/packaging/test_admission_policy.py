@@ -3,7 +3,7 @@ exactly the lists of the values baked into its CEL, and the CEL itself evaluated
 as tests/operator/test_crd.py evaluates the CRD's rules) against specs it must admit and refuse.
 
 Every spec below first passes the CRD (``admit``, the offline API server of test_crd), so a refusal
-here is the policy's, not the schema's. The e2e twin is tests/e2e/test_admission_policy.py.
+here is the policy's, not the schema's. The e2e twin is tests/e2e/test_chart_admission_policy.py.
 """
 
 from __future__ import annotations

@@ -123,3 +123,10 @@ def test_no_package_registry_host_is_named_in_the_repository() -> None:
             if any(word in host for word in words):
                 found.append(f"{name}: {host}")
     assert not found, found
+
+
+def test_test_module_names_are_unique() -> None:
+    """The test folders are not packages (rootdir imports): two test files of the same name make
+    pytest refuse to collect the whole suite, which a run of one folder alone does not show."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(n for n in set(names) if names.count(n) > 1)
