@@ -295,8 +295,11 @@ def test_drain_shorter_than_a_batch_answers_503_and_exits_non_zero(
     server = server_factory(
         "--model", f"slow={onnx_models['slow']}", "--max-batch-size", "1", "--drain-seconds", "1"
     )
-    x = np.zeros((4000, 256), np.float32).tobytes()  # a batch of several seconds on a small CPU
-    header = js({"inputs": [{"name": "x", "datatype": "FP32", "shape": [4000, 256],
+    # 16 000 rows x ~25 M multiply-adds: a batch of several seconds even on a quiet, fast machine
+    # (4 000 rows finished within the 1 s drain on a quiet CI run), so the deadline cuts it off.
+    rows = 16000
+    x = np.zeros((rows, 256), np.float32).tobytes()
+    header = js({"inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 256],
                              "parameters": {"binary_data_size": len(x)}}]})  # fmt: skip
     answers: list[Any] = []
 
