@@ -42,6 +42,12 @@ def kubectl(layout: local.Layout, *args: str, stdin: str | None = None) -> str:
     return local.kubectl(layout, *args, stdin=stdin, timeout=300).stdout
 
 
+def patch_spec(layout: local.Layout, spec: dict[str, Any]) -> None:
+    """Merge-patch the bench ModelDeployment's spec, as a user's `kubectl patch` would."""
+    kubectl(layout, "patch", "modeldeployment", "mlp", "-n", NS, "--type=merge", "-p",
+            json.dumps({"spec": spec}))
+
+
 def wait(what: str, probe: Any, timeout: float = 300, interval: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -190,17 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         figures["clusterip_over_host_rps"] = round(rps(through_service) / rps(on_host), 3)
 
         # Rolling update with 2 replicas: patch, then wait for the rollout to finish.
-        kubectl(
-            layout,
-            "patch",
-            "modeldeployment",
-            "mlp",
-            "-n",
-            NS,
-            "--type=merge",
-            "-p",
-            json.dumps({"spec": {"scaling": {"minReplicas": 2, "maxReplicas": 2}}}),
-        )
+        patch_spec(layout, {"scaling": {"minReplicas": 2, "maxReplicas": 2}})
         wait(
             "2 ready replicas",
             lambda: (
@@ -211,17 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
         )
         started = time.monotonic()
-        kubectl(
-            layout,
-            "patch",
-            "modeldeployment",
-            "mlp",
-            "-n",
-            NS,
-            "--type=merge",
-            "-p",
-            json.dumps({"spec": {"runtime": {"maxBatchSize": 8}}}),
-        )
+        patch_spec(layout, {"runtime": {"maxBatchSize": 8}})
         kubectl(layout, "rollout", "status", "deployment/mlp", "-n", NS, "--timeout=300s")
         figures["rolling_update_2_replicas_s"] = round(time.monotonic() - started, 2)
     finally:
