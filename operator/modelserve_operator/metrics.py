@@ -12,7 +12,7 @@ metrics too), and so tests can read exact values.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -27,6 +27,16 @@ RECONCILE_DURATION = Histogram(
     "Wall time of one reconcile (reads, applies, status), by trigger.",
     ["trigger"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+RECONCILES_IN_FLIGHT = Gauge(
+    "modelserve_operator_reconciles_in_flight",
+    "Reconciles running now, from any trigger (kopf's handlers, child events, the resync).",
+    registry=REGISTRY,
+)
+WORKQUEUE_DEPTH = Gauge(
+    "modelserve_operator_workqueue_depth",
+    "ModelDeployments with a poked reconcile waiting out its debounce, running, or waiting to retry.",
     registry=REGISTRY,
 )
 CHILD_APPLIES = Counter(

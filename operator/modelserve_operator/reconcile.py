@@ -135,6 +135,7 @@ class Reconciler:
         """Read the ModelDeployment and reconcile it; None when it is gone or being deleted."""
         started = time.perf_counter()
         result = "error"
+        metrics.RECONCILES_IN_FLIGHT.inc()
         try:
             async with self.queue.lock((namespace, name)):
                 md = await self._call(
@@ -153,6 +154,7 @@ class Reconciler:
             result = "retry"
             raise
         finally:
+            metrics.RECONCILES_IN_FLIGHT.dec()
             metrics.RECONCILES.labels(trigger=trigger, result=result).inc()
             metrics.RECONCILE_DURATION.labels(trigger=trigger).observe(time.perf_counter() - started)
 

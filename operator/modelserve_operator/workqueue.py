@@ -24,6 +24,7 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
+from modelserve_operator import metrics
 from modelserve_operator.status import Problem
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,17 @@ class WorkQueue:
         task = asyncio.create_task(self._poked(key, trigger), name=f"reconcile {key}")
         self._pending[key] = task
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        metrics.WORKQUEUE_DEPTH.inc()
+        task.add_done_callback(self._done)
+
+    @property
+    def depth(self) -> int:
+        """Poked passes not finished yet: debouncing, running, or waiting to retry."""
+        return len(self._tasks)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        metrics.WORKQUEUE_DEPTH.dec()
 
     async def resync_forever(self, list_keys: Callable[[], Awaitable[list[Key]]], interval: float) -> None:
         """The safety net for anything a watch missed: every ``interval``, poke every object."""

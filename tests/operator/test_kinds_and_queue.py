@@ -7,6 +7,7 @@ Event body or a replica patch assembled in the reconciler.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import kopf
 import pytest
 
-from modelserve_operator import events, kinds, rbac, replicas
+from modelserve_operator import events, kinds, metrics, rbac, replicas
 from modelserve_operator.config import OperatorConfig
 from modelserve_operator.handlers import _reconcile_now, build_registry
 from modelserve_operator.kube import RESOURCES
@@ -22,7 +23,7 @@ from modelserve_operator.render import CHILD_KINDS, context_for, render
 from modelserve_operator.render.children import RENDERERS
 from modelserve_operator.settings import WATCHED_CHILDREN
 from modelserve_operator.status import Transition
-from modelserve_operator.workqueue import RETRY, RetryLater
+from modelserve_operator.workqueue import RETRY, RetryLater, RetryPolicy, WorkQueue
 
 OPERATOR = Path(__file__).resolve().parents[2] / "operator" / "modelserve_operator"
 
@@ -136,3 +137,40 @@ def test_replica_patches() -> None:
     assert replicas.seed_patch(scaled, {"metadata": {}, "spec": {"replicas": 2}}) is None
     assert replicas.hpa_owned({"kind": "Deployment", "spec": {}})
     assert not replicas.hpa_owned({"kind": "Deployment", "spec": {"replicas": 1}})
+
+
+async def test_the_depth_gauge_counts_a_poke_until_its_retries_end() -> None:
+    """The gauge the kmock tests wait on: a poked pass counts from its poke through its retries."""
+
+    def gauge() -> float:  # process-wide: other tests' queues are closed, so compare with the base
+        return float(next(iter(metrics.WORKQUEUE_DEPTH.collect())).samples[0].value)
+
+    async def until(cond: Any, what: str) -> None:
+        async def loop() -> None:
+            while not cond():
+                await asyncio.sleep(0)
+        try:
+            await asyncio.wait_for(loop(), timeout=10)
+        except TimeoutError:
+            raise AssertionError(f"timed out after 10s waiting for {what}") from None
+
+    base = gauge()
+    attempts: list[str] = []
+    release = asyncio.Event()
+
+    async def work(namespace: str, name: str, trigger: str) -> None:
+        attempts.append(trigger)
+        if len(attempts) == 1:
+            raise RetryLater("busy", delay=0.0)
+        await release.wait()
+
+    queue = WorkQueue(work, debounce=0.0, policy=RetryPolicy(conflict_delay=0.0, error_delay=0.0))
+    queue.poke("ns", "a", "test")
+    queue.poke("ns", "a", "test")  # coalesced: still one pass
+    assert (queue.depth, gauge()) == (1, base + 1)
+    await until(lambda: len(attempts) == 2, "the retry after the first attempt failed")
+    assert (queue.depth, gauge()) == (1, base + 1)  # a retrying pass still counts
+    release.set()
+    await until(lambda: queue.depth == 0, "the pass to end")
+    assert gauge() == base
+    await queue.close()

@@ -239,6 +239,21 @@ class RunningServer:
             time.sleep(0.1)
         raise TimeoutError(f"server not ready after {timeout}s:\n{self.logs()}")
 
+    def wait_listener_closed(self, timeout: float = 30.0) -> None:
+        """Wait until a new TCP connection is refused: after SIGTERM, uvicorn closes its listener
+        and, in the same step, hands every open connection its shutdown (no await between)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.http_port), timeout=2).close()
+            except ConnectionRefusedError:
+                return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the listener still accepted after {timeout}s:\n{self.logs()}")
+            time.sleep(0.02)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         """Send ``sig`` and wait for the exit code (kills after ``timeout``)."""
         if self.alive():
