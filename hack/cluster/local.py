@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -149,9 +150,50 @@ class Layout:
             )
 
 
-def kwokctl_config(layout: Layout) -> str:
+PORT_KEYS = ("kubeApiserverPort", "etcdPort", "etcdPeerPort", "kubeControllerManagerPort",
+             "kubeSchedulerPort", "kwokControllerPort")
+"""The kwokctl options of every port its components listen on (runtime binary, secure port)."""
+
+
+def reserve_ports(layout: Layout) -> dict[str, int]:
+    """Ports for the control plane, chosen here and recorded in `<name>-ports.json`.
+
+    Why not kwokctl's own choice: its allocator scans down from 32767 for the first port nothing
+    listens on yet, so two clusters created at the same moment get the same ports, and the second
+    cluster's kube-controller-manager died with "address already in use" (seen when two `up`s
+    started together). Here the kernel picks ephemeral ports, all held open until the set is chosen,
+    under one machine-wide lock, skipping ports other clusters recorded and may not listen on yet.
+    """
+    layout.kwok_workdir.mkdir(parents=True, exist_ok=True)
+    mine = layout.kwok_workdir / f"{layout.name}-ports.json"
+    with open(layout.kwok_workdir / "ports.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        taken: set[int] = set()
+        for other in layout.kwok_workdir.glob("*-ports.json"):
+            if other != mine:
+                with contextlib.suppress(OSError, ValueError, AttributeError):
+                    taken |= {int(v) for v in json.loads(other.read_text()).values()}
+        held: list[socket.socket] = []
+        ports: dict[str, int] = {}
+        try:
+            for key in PORT_KEYS:
+                while key not in ports:
+                    sock = socket.socket()
+                    sock.bind(("127.0.0.1", 0))
+                    held.append(sock)
+                    if (port := int(sock.getsockname()[1])) not in taken:
+                        ports[key] = port
+        finally:
+            for sock in held:
+                sock.close()
+        mine.write_text(json.dumps(ports))
+    return ports
+
+
+def kwokctl_config(layout: Layout, ports: dict[str, int] | None = None) -> str:
     """The KwokctlConfiguration document: local binaries only, loopback only, RBAC + admission on."""
     options: dict[str, object] = {
+        **(ports or {}),
         "runtime": "binary",
         "bindAddress": "127.0.0.1",
         "kubeVersion": layout.k8s_version,
@@ -268,6 +310,8 @@ def _wait(what: str, probe: Callable[[], bool], timeout: float, interval: float 
     while time.monotonic() - start < timeout:
         if probe():
             return time.monotonic() - start
+        if layout is not None:
+            _fail_if_exited(layout)
         time.sleep(interval)
     logs = ("\n" + component_logs(layout, components)) if layout is not None else ""
     raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what} "
@@ -312,15 +356,21 @@ def _locked(layout: Layout) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _apiserver_up(layout: Layout) -> bool:
-    """/readyz answers ok; raises at once (with the logs) when kube-apiserver or etcd has exited."""
-    if healthy(layout):
-        return True
-    for component in ("kube-apiserver", "etcd"):
+def _fail_if_exited(layout: Layout) -> None:
+    """Raise at once (with the logs) when a control-plane component kwokctl started has exited: a
+    wait for something it would do (readiness, lifted taints) can then never succeed."""
+    for component in CONTROL_PLANE:
         pidfile = layout.cluster_dir / "pids" / f"{component}.pid"
         with contextlib.suppress(OSError, ValueError):
             if not _alive(int(pidfile.read_text().strip())):
                 raise ClusterError(f"{component} exited during start-up\n" + component_logs(layout))
+
+
+def _apiserver_up(layout: Layout) -> bool:
+    """/readyz answers ok; raises at once (with the logs) when a control-plane component has exited."""
+    if healthy(layout):
+        return True
+    _fail_if_exited(layout)
     return False
 
 
@@ -383,10 +433,10 @@ def up(layout: Layout, *, timeout: float = 300) -> bool:
         policy = layout.kwok_workdir / f"{layout.name}-audit-policy.yaml"
         policy.write_text(AUDIT_POLICY)
         config = layout.kwok_workdir / f"{layout.name}-kwokctl.json"
-        config.write_text(kwokctl_config(layout))
         started = time.monotonic()
         for attempt in range(1, ATTEMPTS + 1):
             budget = timeout * load_factor()
+            config.write_text(kwokctl_config(layout, reserve_ports(layout)))
             try:
                 _run(layout, [str(layout.kwokctl), "create", "cluster", f"--name={layout.name}",
                               f"--config={config}", f"--kubeconfig={layout.contexts}",
@@ -482,7 +532,7 @@ def down(layout: Layout) -> None:
     """Delete the cluster and make sure none of its processes survive; remove its files."""
     with _locked(layout):
         _down_locked(layout)
-        for suffix in ("-audit-policy.yaml", "-kwokctl.json", "-contexts.yaml"):
+        for suffix in ("-audit-policy.yaml", "-kwokctl.json", "-contexts.yaml", "-ports.json"):
             (layout.kwok_workdir / f"{layout.name}{suffix}").unlink(missing_ok=True)
     if SESSION_SUFFIX.search(layout.name):  # a one-off name: nobody else waits on its lock
         (layout.kwok_workdir / f"{layout.name}.lock").unlink(missing_ok=True)

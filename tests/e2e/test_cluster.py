@@ -7,16 +7,19 @@ cluster only; on a cluster named by MODELSERVE_E2E_KUBECONFIG they are skipped.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from e2e_support import ROOT, Cluster, Kubectl
 
 sys.path.insert(0, str(ROOT))
-from hack.cluster import realnode
+from hack.cluster import local, realnode
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -114,3 +117,54 @@ def test_real_node_is_a_kubelet_on_containerd_and_listens_only_on_its_own_bridge
         exposed = [a for a in _listening(pid)
                    if not a.startswith(("127.0.0.1:", f"{realnode.NODE_IP}:", "::1:"))]
         assert not exposed, f"{pidfile.stem} listens beyond loopback and {realnode.NODE_BRIDGE}: {exposed}"
+
+
+@pytest.mark.slow
+def test_two_clusters_started_at_the_same_moment_do_not_collide(cluster: Cluster) -> None:
+    """Two `up`s at the same instant (as two test sessions would): distinct names, directories and
+    ports, both healthy; the machine's one real node stays with its holder, and a third cluster that
+    asks for it is refused at once with the holder's name instead of colliding with it."""
+    _local_only(cluster)
+    names = [f"twin{i}-p{os.getpid()}" for i in (1, 2)]
+    third = f"twin3-p{os.getpid()}"
+    env = {**os.environ, "MODELSERVE_REAL_NODE": "0"}
+
+    def hack_cluster(*args: str, extra: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "hack.cluster", *args], cwd=ROOT, text=True,
+                                env={**env, **(extra or {})},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    layouts = [local.Layout.default(n, real_node=False) for n in names]
+    try:
+        procs = [hack_cluster("up", "--name", n) for n in names]  # no wait between the two
+        outs = [p.communicate(timeout=840)[0] for p in procs]
+        for name, proc, out in zip(names, procs, outs, strict=True):
+            assert proc.returncode == 0, f"{name}:\n{out}"
+        assert len({lay.cluster_dir for lay in layouts}) == 2
+        servers = [yaml.safe_load(lay.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+                   for lay in layouts]
+        assert len(set(servers)) == 2, servers
+        for lay in layouts:
+            assert local.healthy(lay), lay.name
+        pids = [{p.name: p.read_text().strip() for p in (lay.cluster_dir / "pids").glob("*.pid")}
+                for lay in layouts]
+        assert pids[0] and pids[1] and not set(pids[0].values()) & set(pids[1].values()), pids
+
+        holder = realnode.HOLDER.read_text().strip() if realnode.HOLDER.exists() else ""
+        session = cluster.kubeconfig.parent.name
+        if local.Layout.default(session).real_node:
+            assert holder == session, f"the session cluster {session!r} should hold the real node: {holder!r}"
+        if holder and local.Layout.default(holder).cluster_dir.exists():
+            # Another cluster (the session's) has the real node: a third one asking for it is refused.
+            proc = hack_cluster("up", "--name", third, extra={"MODELSERVE_REAL_NODE": "1"})
+            out = proc.communicate(timeout=120)[0]
+            assert proc.returncode == 1 and f"held by cluster {holder!r}" in out, out
+            assert realnode.HOLDER.read_text().strip() == holder
+            assert not local.Layout.default(third).kubeconfig.exists()
+            assert local.healthy(local.Layout.default(holder))
+    finally:
+        for name in (*names, third):
+            down = hack_cluster("down", "--name", name)
+            down.communicate(timeout=300)
+    for lay in layouts:
+        assert not lay.cluster_dir.exists(), f"{lay.name} left {lay.cluster_dir}"
