@@ -161,7 +161,13 @@ def run(argv: Sequence[str]) -> int:
         print(f"modelserve operator: cannot load Kubernetes credentials: {exc}", file=sys.stderr)
         return 2
     if options.metrics_port:
-        metrics.serve(options.metrics_port, options.bind_address)
+        try:
+            metrics.serve(options.metrics_port, options.bind_address)
+        except OSError as exc:  # the port is taken (or the address is not ours): say which, in one line
+            where = f"{options.bind_address}:{options.metrics_port}"
+            print(f"modelserve operator: cannot serve metrics on {where}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 2
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(operate(options, configuration=configuration))
     return 0

@@ -503,9 +503,17 @@ async def test_restart_resumes_without_writes(cluster: Cluster) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: all held open together while chosen (two separate picks can
+    return the same port, and an operator given it twice exits on the second bind)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 async def test_deleting_the_model_deployment_is_not_blocked(cluster: Cluster, operator: Any) -> None:
@@ -551,16 +559,32 @@ async def test_the_cli_process_with_a_token_kubeconfig(cluster: Cluster, tmp_pat
         "users": [{"name": "sa", "user": {"token": "sa-token-123"}}],
         "contexts": [{"name": "op", "context": {"cluster": "kmock", "user": "sa"}}],
     }))
-    liveness, metrics_port = free_port(), free_port()
     cli = pathlib.Path(sys.executable).with_name("modelserve")
-    proc = await asyncio.create_subprocess_exec(
-        str(cli), "operator", "--kubeconfig", str(kubeconfig), "--all-namespaces",
-        "--liveness-port", str(liveness), "--metrics-port", str(metrics_port), "--bind-address", "127.0.0.1",
-        "--log-format", "json", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )
+    log = tmp_path / "operator.log"
+    for _attempt in range(3):
+        # The ports are free when chosen, but anything on the machine may take one before the operator
+        # binds it; the operator then exits with one line saying so, and new ports are chosen.
+        liveness, metrics_port = free_ports(2)
+        with log.open("wb") as sink:
+            proc = await asyncio.create_subprocess_exec(
+                str(cli), "operator", "--kubeconfig", str(kubeconfig), "--all-namespaces",
+                "--liveness-port", str(liveness), "--metrics-port", str(metrics_port),
+                "--bind-address", "127.0.0.1", "--log-format", "json",
+                stdout=sink, stderr=asyncio.subprocess.STDOUT,
+            )
+        await eventually(lambda p=proc: p.returncode is not None or "watching" in log.read_text(),
+                         what="the operator to start watching or exit")
+        if proc.returncode is None or "Address already in use" not in log.read_text():
+            break
+
+    def deployment() -> Any:
+        if proc.returncode is not None:  # it can never create it: fail at once, with its log
+            raise RuntimeError(f"the operator exited with {proc.returncode}:\n{log.read_text()}")
+        return cluster.get(DEPLOY, "iris")
+
     try:
         await cluster.request("POST", MD_PATH, md_body())
-        await eventually(lambda: cluster.get(DEPLOY, "iris"), what="the Deployment from the CLI process")
+        await eventually(deployment, what="the Deployment from the CLI process")
         await converged(cluster)
 
         def get(port: int, path: str) -> str:
@@ -570,8 +594,10 @@ async def test_the_cli_process_with_a_token_kubeconfig(cluster: Cluster, tmp_pat
         assert "modelserve_operator_reconcile_total" in await asyncio.to_thread(get, metrics_port, "/metrics")
         await asyncio.to_thread(get, liveness, "/healthz")
     finally:
-        proc.terminate()
-        output, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+        if proc.returncode is None:
+            proc.terminate()
+        await asyncio.wait_for(proc.wait(), timeout=60)
+    output = log.read_bytes()
     tokens = {r.headers.get("Authorization") for r in list(cluster.server) if not is_test_client(r)}
     assert tokens == {"Bearer sa-token-123"}  # kopf's watches and the client: one identity
     first = output.decode().splitlines()[0]

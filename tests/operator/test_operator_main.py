@@ -4,10 +4,12 @@ and the client (a ServiceAccount token kubeconfig, as the e2e tests use)."""
 from __future__ import annotations
 
 import pathlib
+import socket
 
 import pytest
 import yaml
 
+from modelserve_operator import main
 from modelserve_operator.handlers import connection_info, owner_of
 from modelserve_operator.kube import Kube, NotAllowed, load_configuration, resource_for
 from modelserve_operator.main import parse_args
@@ -79,3 +81,23 @@ def test_owner_of_children_and_pods() -> None:
                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet"}]}}
     assert owner_of(child) == owner_of(pod) == "iris"
     assert owner_of({"metadata": {}}) is None
+
+
+def test_a_taken_metrics_port_is_one_clear_line_and_exit_2(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": "http://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+    }))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main.run(["--kubeconfig", str(kubeconfig), "--metrics-port", str(port),
+                         "--liveness-port", "0", "--bind-address", "127.0.0.1"])
+    assert code == 2
+    assert f"cannot serve metrics on 127.0.0.1:{port}: Address already in use" in capsys.readouterr().err

@@ -55,10 +55,18 @@ def infer(client: httpclient.InferenceServerClient, model: str, x: np.ndarray, b
 def test_concurrent_requests_equal_one_by_one(
     server_factory: ServerFactory, onnx_models: dict[str, Path], tmp_path: Path
 ) -> None:
+    check_batching_equivalence(server_factory, onnx_models, tmp_path)
+
+
+def check_batching_equivalence(
+    server_factory: ServerFactory, onnx_models: dict[str, Path], tmp_path: Path, *extra: str
+) -> None:
+    """The batching-equivalence scenario; ``extra``: more ``serve`` arguments (test_workers.py runs
+    it with ``--workers 2``, where the histogram is the sum over the workers)."""
     dynamic = build_dynamic(tmp_path / "dynamic.onnx")
     server = server_factory(
         "--model", f"slow={onnx_models['slow']}", "--model", f"dynamic={dynamic}",
-        "--max-batch-size", "16", "--max-batch-delay-ms", "20",
+        "--max-batch-size", "16", "--max-batch-delay-ms", "20", *extra,
     )
     rng = np.random.default_rng(7)
     # One row per request: a batch of more than one row in the histogram is a batch of requests.

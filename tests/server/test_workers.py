@@ -1,8 +1,9 @@
 """``--workers N``: several processes on one port behave as one server.
 
 The V2 conformance checks (imported from test_http_conformance.py, run here against a two-worker
-server), the SIGTERM drain under load, metrics that add up across workers, a worker's start-up
-failure stopping the whole server, and ``auto`` sized from the cgroup CPU quota, not the node.
+server), batching equivalence (test_batching_server.py) and the SIGTERM drain under load, metrics
+that add up across workers, a worker's start-up failure stopping the whole server, and ``auto``
+sized from the cgroup CPU quota, not the node.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 import requests
 import tritonclient.http as httpclient
 from serverlib import RunningServer, ServerFactory, start_server
+from test_batching_server import check_batching_equivalence
 from test_http_conformance import (  # noqa: F401  (collected again, with this module's `client`)
     test_every_datatype_round_trips,
     test_health_and_server_metadata,
@@ -70,6 +72,13 @@ def test_two_workers_started_and_metrics_add_up(workers_server: RunningServer) -
 @pytest.mark.slow
 def test_sigterm_drains_with_two_workers(server_factory: ServerFactory, onnx_models: dict[str, Path]) -> None:
     check_sigterm_drains(server_factory, onnx_models, "--workers", "2")
+
+
+@pytest.mark.slow
+def test_batching_equivalence_with_two_workers(
+    server_factory: ServerFactory, onnx_models: dict[str, Path], tmp_path: Path
+) -> None:
+    check_batching_equivalence(server_factory, onnx_models, tmp_path, "--workers", "2")
 
 
 def test_a_failing_worker_fails_the_server(server_factory: ServerFactory, tmp_path: Path) -> None:
