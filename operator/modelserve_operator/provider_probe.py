@@ -29,6 +29,7 @@ import aiohttp
 from modelserve_contract import HTTP_PORT
 from modelserve_operator.accelerator import Observation, parse_metadata
 from modelserve_operator.render.deployment import SERVER_CONTAINER
+from modelserve_operator.signature import dig
 
 log = logging.getLogger(__name__)
 
@@ -40,28 +41,20 @@ MAX_ENTRIES = 10000
 CacheKey = tuple[str, int]
 
 
-def _get(obj: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(key)
-    return obj
-
-
 def is_ready(pod: Mapping[str, Any]) -> bool:
-    if _get(pod, "metadata", "deletionTimestamp"):
+    if dig(pod, "metadata", "deletionTimestamp"):
         return False
-    conditions = _get(pod, "status", "conditions") or []
+    conditions = dig(pod, "status", "conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def _key(pod: Mapping[str, Any]) -> CacheKey:
     restarts = next(
-        (int(c.get("restartCount") or 0) for c in _get(pod, "status", "containerStatuses") or []
+        (int(c.get("restartCount") or 0) for c in dig(pod, "status", "containerStatuses") or []
          if c.get("name") == SERVER_CONTAINER),
         0,
     )
-    return str(_get(pod, "metadata", "uid") or _get(pod, "metadata", "name")), restarts
+    return str(dig(pod, "metadata", "uid") or dig(pod, "metadata", "name")), restarts
 
 
 class ProviderProbe:
@@ -93,7 +86,7 @@ class ProviderProbe:
             if not is_ready(pod):
                 continue
             key = _key(pod)
-            name = str(_get(pod, "metadata", "name") or "?")
+            name = str(dig(pod, "metadata", "name") or "?")
             if key in self._known:
                 out.append(self._known[key])
                 continue
@@ -132,8 +125,8 @@ class ProviderProbe:
             log.exception("provider probe: on_change failed")
 
     async def _ask(self, pod: Mapping[str, Any], model: str) -> Observation:
-        name = str(_get(pod, "metadata", "name") or "?")
-        ip = _get(pod, "status", "podIP")
+        name = str(dig(pod, "metadata", "name") or "?")
+        ip = dig(pod, "status", "podIP")
         if not ip:
             return Observation(name, error="the pod has no IP")
         host = f"[{ip}]" if ":" in str(ip) else str(ip)

@@ -60,7 +60,8 @@ def parse_signature(message: Any, uri: str = "") -> dict[str, Any] | None:
     return parsed.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-def _get(obj: Any, *path: str) -> Any:
+def dig(obj: Any, *path: str) -> Any:
+    """``obj[path[0]][path[1]]...``, or None where a step is missing or not a mapping (pod JSON)."""
     for key in path:
         if not isinstance(obj, Mapping):
             return None
@@ -72,13 +73,13 @@ def pod_signature(
     pod: Mapping[str, Any], container: str, args: Sequence[str], uri: str
 ) -> dict[str, Any] | None:
     """The signature one pod's fetch container ``container`` reported, if it runs ``args`` and succeeded."""
-    specs = _get(pod, "spec", "initContainers") or []
+    specs = dig(pod, "spec", "initContainers") or []
     spec = next((c for c in specs if isinstance(c, Mapping) and c.get("name") == container), None)
     if spec is None or list(spec.get("args") or []) != list(args):
         return None
-    for status in _get(pod, "status", "initContainerStatuses") or []:
+    for status in dig(pod, "status", "initContainerStatuses") or []:
         if isinstance(status, Mapping) and status.get("name") == container:
-            term = _get(status, "state", "terminated")
+            term = dig(status, "state", "terminated")
             if isinstance(term, Mapping) and term.get("exitCode") == 0:
                 return parse_signature(term.get("message"), uri)
     return None
@@ -99,8 +100,8 @@ def served_signature(
     """
     if args is None:
         return None
-    for pod in sorted(pods, key=lambda p: str(_get(p, "metadata", "name"))):
-        if _get(pod, "metadata", "deletionTimestamp"):
+    for pod in sorted(pods, key=lambda p: str(dig(p, "metadata", "name"))):
+        if dig(pod, "metadata", "deletionTimestamp"):
             continue
         found = pod_signature(pod, container, args, uri)
         if found is not None:
