@@ -30,7 +30,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -146,25 +145,29 @@ def predict_json(base: str, input_name: str, x: np.ndarray) -> np.ndarray:
 
 
 def predict_http_binary(http_url: str, input_name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """tritonclient.http, binary tensors, one row per request from 8 threads (the server batches them)."""
+    """tritonclient.http, binary tensors, one row per request, 8 in flight (the server batches them).
+
+    Concurrency through the client's own ``async_infer`` (its gevent pool of ``concurrency``
+    connections): an ``InferenceServerClient`` must stay on one thread. Shared by a thread pool, it
+    failed under load with gevent's "Cannot switch to a different thread".
+    """
     import tritonclient.http as httpclient
 
     client = httpclient.InferenceServerClient(url=http_url, concurrency=8, network_timeout=60.0)
+    outputs = [httpclient.InferRequestedOutput("label", binary_data=True),
+               httpclient.InferRequestedOutput("probabilities", binary_data=True)]
 
-    def one(row: np.ndarray) -> tuple[int, np.ndarray]:
+    def request(row: np.ndarray) -> Any:
         inp = httpclient.InferInput(input_name, [1, row.shape[0]], "FP32")
         inp.set_data_from_numpy(row[None, :], binary_data=True)
-        outputs = [httpclient.InferRequestedOutput("label", binary_data=True),
-                   httpclient.InferRequestedOutput("probabilities", binary_data=True)]
-        result = client.infer(MODEL, [inp], outputs=outputs)
-        return int(result.as_numpy("label")[0]), result.as_numpy("probabilities")[0]
+        return client.async_infer(MODEL, [inp], outputs=outputs)
 
     try:
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            results = list(pool.map(one, x))
+        results = [pending.get_result() for pending in [request(row) for row in x]]
     finally:
         client.close()
-    return np.array([r[0] for r in results], dtype=np.int64), np.stack([r[1] for r in results])
+    labels = np.array([int(r.as_numpy("label")[0]) for r in results], dtype=np.int64)
+    return labels, np.stack([r.as_numpy("probabilities")[0] for r in results])
 
 
 def predict_grpc(grpc_url: str, input_name: str, x: np.ndarray) -> np.ndarray:

@@ -63,6 +63,7 @@ class ServeOptions:
     intra_op_threads: int
     max_request_bytes: int
     drain_seconds: float
+    instances: int = 1  # batches of one model version that may run at once
     reuse_port: bool = False  # a worker of --workers N: the HTTP port is shared (SO_REUSEPORT)
     # Workers listen only once their models are loaded, so a shared port never hands a connection
     # to a worker that would answer 503 while another one already answers ready.
@@ -125,7 +126,9 @@ async def serve(options: ServeOptions, plan: ProviderPlan) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code (0 after a clean drain)."""
     loop = asyncio.get_running_loop()
     service = InferenceService(
-        max_batch_size=options.max_batch_size, max_batch_delay_ms=options.max_batch_delay_ms
+        max_batch_size=options.max_batch_size,
+        max_batch_delay_ms=options.max_batch_delay_ms,
+        instances=options.instances,
     )
     app = create_asgi(service, max_request_bytes=options.max_request_bytes)
     try:

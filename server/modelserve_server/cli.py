@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--intra-op-threads", type=_non_negative_int, default=0, metavar="N",
                    help="ONNX Runtime intra-op threads per session; 0: the container's cgroup CPU limit, "
                    "or ONNX Runtime's choice when there is none (default 0)")
+    p.add_argument("--instances", type=_positive_int, default=1, metavar="N",
+                   help="batches of one model that may run at once (Triton's instance count) (default 1)")
     gpu = p.add_argument_group("GPU providers (CUDA, TensorRT)")
     gpu.add_argument("--trt-cache-dir", type=Path, default=None, metavar="DIR",
                      help="TensorRT engine and timing caches, in DIR/<model sha256>/<GPU>/<versions, "
@@ -216,6 +218,7 @@ def serve_main(argv: list[str]) -> int:
         intra_op_threads=threads,
         max_request_bytes=args.max_request_bytes,
         drain_seconds=args.drain_seconds,
+        instances=args.instances,
         reuse_port=bool(os.environ.get(WORKER_ENV)),
         listen_when_ready=bool(os.environ.get(WORKER_ENV)),
     )

@@ -39,6 +39,7 @@ class LoadedModel:
         *,
         max_batch_size: int,
         max_delay_s: float,
+        instances: int = 1,
         clock: Clock | None = None,
     ) -> None:
         self.session = session
@@ -51,6 +52,7 @@ class LoadedModel:
             max_batch_size=max_batch_size,
             max_delay_s=max_delay_s,
             batchable=session.batchable,
+            instances=instances,
             clock=clock,
         )
         self.stats = ModelStats()

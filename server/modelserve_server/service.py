@@ -64,6 +64,7 @@ class InferenceService:
         max_batch_delay_ms: float = 2.0,
         metrics: Metrics | None = None,
         max_workers: int | None = None,
+        instances: int = 1,
         clock: Clock | None = None,
     ) -> None:
         if max_batch_size < 1:
@@ -73,6 +74,7 @@ class InferenceService:
         self.metrics = metrics if metrics is not None else Metrics()
         self.registry: ModelRegistry[LoadedModel] = ModelRegistry()
         self._clock = clock
+        self.instances = instances
         self._max_workers = max_workers
         self._executor: ThreadPoolExecutor | None = None
         self._decoder: ThreadPoolExecutor | None = None
@@ -88,7 +90,9 @@ class InferenceService:
     def executor(self) -> ThreadPoolExecutor:
         """The worker threads that run ONNX Runtime (and blocking start-up work)."""
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=self._max_workers or 4, thread_name_prefix="ort")
+            self._executor = ThreadPoolExecutor(
+                max_workers=self._max_workers or max(4, 2 * self.instances), thread_name_prefix="ort"
+            )
         return self._executor
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
@@ -133,7 +137,8 @@ class InferenceService:
         """Register a loaded, warmed session (``load`` calls this; tests may too). Needs a running loop."""
         model = LoadedModel(
             session, self.metrics, self.executor,
-            max_batch_size=self.max_batch_size, max_delay_s=self.max_batch_delay_s, clock=self._clock,
+            max_batch_size=self.max_batch_size, max_delay_s=self.max_batch_delay_s,
+            instances=self.instances, clock=self._clock,
         )
         self.registry.add(session.name, session.version, model)
         model.ready_gauge.set(1)

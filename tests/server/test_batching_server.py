@@ -105,6 +105,16 @@ def check_batching_equivalence(
             np.testing.assert_array_equal(y, 2 * x)
 
 
+@pytest.mark.slow
+def test_batching_equivalence_with_two_instances(
+    server_factory: ServerFactory, onnx_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """Two batches of a model in flight at once (``--instances 2``): same answers, every row counted once."""
+    check_batching_equivalence(
+        server_factory, onnx_models, tmp_path, "--instances", "2", "--intra-op-threads", "1"
+    )
+
+
 def test_static_model_is_never_batched(v2_server: RunningServer) -> None:
     x = np.ones((4, 8), dtype=np.float32)
 

@@ -246,6 +246,50 @@ async def test_cancelled_request_is_skipped_and_idle_is_reported() -> None:
     assert sched.queued == 0 and sched.running == 0
 
 
+async def test_two_instances_run_a_second_batch_while_the_first_runs() -> None:
+    runner = Recorder()
+    runner.gate = asyncio.Event()
+    clock = FakeClock()
+    sched = scheduler(runner, clock, max_delay_s=0.2, instances=2)
+    first = sched.submit("first", 1, "k")
+    await settle()
+    second = sched.submit("second", 1, "k")  # an instance is free and nothing is queued: at once
+    await settle()
+    assert runner.batches == [["first"], ["second"]] and sched.running == 2
+    rest = [sched.submit(p, 1, "k") for p in "ab"]  # both instances busy: they wait as with one
+    await settle()
+    await clock.advance(0.2)
+    assert sched.queued == 2 and sched.running == 2  # the delay is over, but no instance is free
+    runner.gate.set()
+    await asyncio.gather(first, second, *rest)
+    assert runner.batches == [["first"], ["second"], ["a", "b"]]
+    assert sched.running == 0
+
+
+async def test_abort_fails_the_requests_of_every_running_batch() -> None:
+    runner = Recorder()
+    runner.gate = asyncio.Event()
+    clock = FakeClock()
+    sched = scheduler(runner, clock, instances=2)
+    running = [sched.submit("x", 1, "k")]
+    await settle()
+    running.append(sched.submit("y", 1, "k"))
+    await settle()
+    queued = sched.submit("z", 1, "k")
+    await settle()
+    assert sched.running == 2 and sched.queued == 1
+    assert sched.abort(InternalError("cut off")) == 3
+    for future in (*running, queued):
+        with pytest.raises(InternalError, match="cut off"):
+            await future
+    runner.gate.set()
+    await clock.advance(1.0)  # the aborted request's batching delay passes: it is dropped, not run
+    await asyncio.wait_for(sched.wait_idle(), timeout=10)
+    assert runner.batches == [["x"], ["y"]]
+
+
 def test_invalid_configuration() -> None:
     with pytest.raises(ValueError):
         BatchScheduler(Recorder(), max_batch_size=0, max_delay_s=0.0, batchable=True)
+    with pytest.raises(ValueError):
+        BatchScheduler(Recorder(), max_batch_size=4, max_delay_s=0.0, batchable=True, instances=0)

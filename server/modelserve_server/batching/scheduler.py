@@ -2,17 +2,20 @@
 
 One :class:`BatchScheduler` per model version. Requests are queued by a *key* (their shape signature
 without the first dimension: requests whose other dims differ are batched separately) and dispatched
-to an async ``runner`` that executes a whole batch. One batch of a model runs at a time: ONNX Runtime
-already spreads one run over the cores.
+to an async ``runner`` that executes a whole batch. At most ``instances`` batches of a model run at
+once (Triton's instance count): two on CPU by default, so that one batch runs while the next is merged
+and its predecessor's answers are split and sent, with each run on fewer intra-op threads (measured
+faster than one run spread over every core: bench/RESULTS.md).
 
 When a batch leaves the queue (``max_delay`` measured on the monotonic clock):
 
 * A queue holding at least ``max_batch_size`` rows leaves at once: a full batch never waits.
-* A request that arrives while the model is idle (nothing running, nothing queued) leaves on the next
+* A request that arrives while an instance is free and nothing is queued leaves on the next
   event-loop turn, together with whatever else arrived in that turn. Waiting for company while the
   hardware idles would only add latency: at concurrency 1 every request would pay ``max_delay``.
-* Requests that queued up behind a running batch wait until the oldest of them has waited
-  ``max_delay`` (or the queue is full), so that the clients answered by that batch can join.
+* Requests that queued up while every instance was busy wait until the oldest of them has waited
+  ``max_delay`` (or the queue is full) and an instance is free, so that the clients answered by a
+  running batch can join.
 * A model that cannot be batched (static first dimension) runs one request per batch, FIFO.
 
 A single request larger than ``max_batch_size`` rows still runs (alone): requests are never split.
@@ -92,18 +95,20 @@ class BatchScheduler(Generic[P, R]):
         max_batch_size: int,
         max_delay_s: float,
         batchable: bool,
+        instances: int = 1,
         clock: Clock | None = None,
     ) -> None:
-        if max_batch_size < 1 or max_delay_s < 0:
-            raise ValueError("max_batch_size must be >= 1, max_delay_s >= 0")
+        if max_batch_size < 1 or max_delay_s < 0 or instances < 1:
+            raise ValueError("max_batch_size and instances must be >= 1, max_delay_s >= 0")
         self._runner = runner
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self.batchable = batchable and max_batch_size > 1
+        self.instances = instances
         self._clock: Clock = clock if clock is not None else LoopClock()
         self._queues: dict[Hashable, _Queue[P, R]] = {}
         self._running = 0
-        self._running_items: list[Pending[P, R]] = []
+        self._running_items: set[Pending[P, R]] = set()
         self._queued = 0
         self._poke_scheduled = False
         self._timer: Timer | None = None
@@ -126,7 +131,7 @@ class BatchScheduler(Generic[P, R]):
         loop = asyncio.get_running_loop()
         if not self.batchable:
             key = None  # one FIFO queue, one request per batch
-        eager = self._running == 0 and self._queued == 0
+        eager = self._running < self.instances and self._queued == 0
         item: Pending[P, R] = Pending(payload, rows, key, loop.create_future(), self._clock.now(), eager)
         queue = self._queues.get(key)
         if queue is None:
@@ -176,7 +181,7 @@ class BatchScheduler(Generic[P, R]):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        while self._running == 0 and self._queues:
+        while self._running < self.instances and self._queues:
             key, queue = min(self._queues.items(), key=lambda kv: self._ready_at(kv[1]))
             ready_at = self._ready_at(queue)
             now = self._clock.now()
@@ -215,7 +220,7 @@ class BatchScheduler(Generic[P, R]):
         for item in batch:
             item.dispatched = now
         self._running += 1
-        self._running_items = batch
+        self._running_items.update(batch)
         task = asyncio.get_running_loop().create_task(self._run(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -240,7 +245,7 @@ class BatchScheduler(Generic[P, R]):
                     item.future.set_result(result)
         finally:
             self._running -= 1
-            self._running_items = []
+            self._running_items.difference_update(batch)
             self._schedule()
 
     def _update_idle(self) -> None:
