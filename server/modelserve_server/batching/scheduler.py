@@ -3,9 +3,10 @@
 One :class:`BatchScheduler` per model version. Requests are queued by a *key* (their shape signature
 without the first dimension: requests whose other dims differ are batched separately) and dispatched
 to an async ``runner`` that executes a whole batch. At most ``instances`` batches of a model run at
-once (Triton's instance count): two on CPU by default, so that one batch runs while the next is merged
-and its predecessor's answers are split and sent, with each run on fewer intra-op threads (measured
-faster than one run spread over every core: bench/RESULTS.md).
+once (Triton's instance count; ``--instances``, default 1). Why more than one: one batch runs while
+the next is merged and its predecessor's answers are split and sent, each run on fewer intra-op
+threads. Measured for the CNN on 2 cores under load (README, "Instances"), not yet in ``make bench``,
+so the default stays 1.
 
 When a batch leaves the queue (``max_delay`` measured on the monotonic clock):
 
