@@ -65,8 +65,13 @@ def run(args: Sequence[str], *, env: Mapping[str, str] | None = None, stdin: str
     return proc
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = WAIT, interval: float = 1.0) -> T:
-    """Poll `probe` until it returns something truthy; on timeout fail with the last value seen."""
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = WAIT, interval: float = 1.0,
+             explain: Callable[[], str] | None = None) -> T:
+    """Poll `probe` until it returns something truthy; on timeout fail with the last value seen.
+
+    `explain`, called only on timeout, adds the state that says why (an HPA's status, say), so a
+    probe can stay a plain predicate and the failure still shows what the cluster was doing.
+    """
     deadline = time.monotonic() + timeout
     last: object = None
     while True:
@@ -79,7 +84,14 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = WAIT, in
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+            detail = ""
+            if explain is not None:
+                try:
+                    detail = "\n" + explain()
+                except Exception as exc:  # the explanation must not hide the timeout itself
+                    detail = f"\n(explaining failed: {type(exc).__name__}: {exc})"
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}{detail}")
         time.sleep(interval)
 
 

@@ -180,11 +180,19 @@ class Load:
                 self._stop.wait(self.think_s)
 
     def __enter__(self) -> Load:
-        for _ in range(self.workers):
+        self._start(self.workers)
+        return self
+
+    def _start(self, count: int) -> None:
+        for _ in range(count):
             thread = threading.Thread(target=self._worker, daemon=True)
             thread.start()
             self._threads.append(thread)
-        return self
+
+    def add_workers(self, count: int) -> None:
+        """More closed-loop workers on a running load (a test ramps until the server sees enough)."""
+        self.workers += count
+        self._start(count)
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()

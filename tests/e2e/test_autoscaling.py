@@ -20,7 +20,10 @@ from typing import Any
 import pytest
 import realpods
 from e2e_support import MD, ROOT, Kubectl, condition, pods_of, running, wait_for, wait_ready
+from hack.cluster.monitoring import SCRAPE_INTERVAL_S
 from realpods import ModelHost, real_md, service_ip, steady_load
+
+from modelserve_operator.quantity import parse_quantity
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
@@ -82,10 +85,17 @@ def test_hpa_scales_up_under_load_and_down_after_without_a_failed_request(
                          and c["status"] == "True" and c, timeout=120)
     assert available["reason"], available
 
-    # 1. Load: the metric per pod well above its target; the HPA adds pods, and they serve.
+    # 1. Load: the metric per pod well above its target; the HPA adds pods, and they serve. A closed
+    #    loop's in-flight count is bounded by its workers and shrinks when the client side is slow (a
+    #    busy machine), so the load first ramps until the adapter itself serves twice the target: the
+    #    HPA's reason to scale is then a fact this test saw, not an assumption about the machine.
     with steady_load(url, body, workers=8) as load:
         step = time.monotonic()
-        wait_for("HPA desired replicas >= 2", lambda: hpa_replicas(kube, name, real_ns)[1] >= 2, timeout=180)
+        realpods.FIGURES[f"{metric}_metric_under_load"] = ramp_until_above(kube, real_ns, series, 2 * target,
+                                                                           load)
+        realpods.FIGURES[f"{metric}_load_workers"] = load.workers
+        wait_for("HPA desired replicas >= 2", lambda: hpa_replicas(kube, name, real_ns)[1] >= 2, timeout=180,
+                 explain=lambda: explain_hpa(kube, name, real_ns, series, load))
         realpods.FIGURES[f"{metric}_load_to_desired_s"] = time.monotonic() - step
         wait_for("a second pod Running and Ready",
                  lambda: len([p for p in pods_of(kube, name, real_ns) if running(p)]) >= 2, timeout=180)
@@ -116,6 +126,49 @@ def test_hpa_scales_up_under_load_and_down_after_without_a_failed_request(
         realpods.FIGURES[f"{metric}_scale_down_s"] = time.monotonic() - step
     assert not trickle.failures, f"{len(trickle.failures)} failed during scale-down: " \
                                  f"{sorted(set(trickle.failures))[:5]}"
+
+
+RAMP_STEP_WORKERS = 8
+RAMP_MAX_WORKERS = 32
+RAMP_EVERY_S = 20.0
+"""Add this many load workers each `RAMP_EVERY_S` while the metric is under its floor, up to the max."""
+
+
+def metric_values(kube: Kubectl, ns: str, series: str) -> dict[str, float]:
+    """What the adapter serves the HPA: `series` per pod, as numbers (the API gives quantities)."""
+    return {item["describedObject"]["name"]: float(parse_quantity(item["value"]))
+            for item in custom_metric(kube, ns, series)}
+
+
+def ramp_until_above(kube: Kubectl, ns: str, series: str, floor: float, load: realpods.Load) -> float:
+    """Grow `load` until the adapter serves `series` >= `floor` for every pod, two reads running."""
+    deadline = time.monotonic() + 300
+    last_step, streak = time.monotonic(), 0
+    values: dict[str, float] = {}
+    while True:
+        values = metric_values(kube, ns, series)
+        low = min(values.values(), default=0.0)
+        streak = streak + 1 if values and low >= floor else 0
+        if streak >= 2:
+            return low
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{series} stayed under {floor} per pod with {load.workers} load workers: "
+                                 f"{values}; load ok/failed {load.snapshot()}")
+        if not streak and load.workers < RAMP_MAX_WORKERS and time.monotonic() - last_step >= RAMP_EVERY_S:
+            load.add_workers(RAMP_STEP_WORKERS)
+            last_step = time.monotonic()
+        time.sleep(SCRAPE_INTERVAL_S)
+
+
+def explain_hpa(kube: Kubectl, name: str, ns: str, series: str, load: realpods.Load) -> str:
+    """Why an HPA did not act: its own status (metrics read, conditions), the adapter's values, the load."""
+    status = (kube.get("horizontalpodautoscaler", name, ns) or {}).get("status", {})
+    conditions = [f"{c['type']}={c['status']} {c.get('reason')}: {c.get('message')}"
+                  for c in status.get("conditions", [])]
+    return (f"HPA {name}: current/desired {status.get('currentReplicas')}/{status.get('desiredReplicas')}, "
+            f"currentMetrics {json.dumps(status.get('currentMetrics'))}\n  " + "\n  ".join(conditions)
+            + f"\nadapter {series}: {metric_values(kube, ns, series)}"
+            + f"\nload: {load.workers} workers, ok/failed {load.snapshot()}")
 
 
 def realpods_try(call: Any) -> Any:
