@@ -91,8 +91,8 @@ def test_hpa_scales_up_under_load_and_down_after_without_a_failed_request(
     #    HPA's reason to scale is then a fact this test saw, not an assumption about the machine.
     with steady_load(url, body, workers=8) as load:
         step = time.monotonic()
-        realpods.FIGURES[f"{metric}_metric_under_load"] = ramp_until_above(kube, real_ns, series, 2 * target,
-                                                                           load)
+        realpods.FIGURES[f"{metric}_metric_under_load"] = ramp_until_above(
+            kube, name, real_ns, series, 2 * target, load)
         realpods.FIGURES[f"{metric}_load_workers"] = load.workers
         wait_for("HPA desired replicas >= 2", lambda: hpa_replicas(kube, name, real_ns)[1] >= 2, timeout=180,
                  explain=lambda: explain_hpa(kube, name, real_ns, series, load))
@@ -134,19 +134,22 @@ RAMP_EVERY_S = 20.0
 """Add this many load workers each `RAMP_EVERY_S` while the metric is under its floor, up to the max."""
 
 
-def metric_values(kube: Kubectl, ns: str, series: str) -> dict[str, float]:
-    """What the adapter serves the HPA: `series` per pod, as numbers (the API gives quantities)."""
+def metric_values(kube: Kubectl, name: str, ns: str, series: str) -> dict[str, float]:
+    """What the adapter serves the HPA: `series` for each pod of `name`, as numbers (not quantities)."""
+    pods = {p["metadata"]["name"] for p in pods_of(kube, name, ns)}
     return {item["describedObject"]["name"]: float(parse_quantity(item["value"]))
-            for item in custom_metric(kube, ns, series)}
+            for item in custom_metric(kube, ns, series) if item["describedObject"]["name"] in pods}
 
 
-def ramp_until_above(kube: Kubectl, ns: str, series: str, floor: float, load: realpods.Load) -> float:
-    """Grow `load` until the adapter serves `series` >= `floor` for every pod, two reads running."""
+def ramp_until_above(kube: Kubectl, name: str, ns: str, series: str, floor: float,
+                     load: realpods.Load) -> float:
+    """Grow `load` until the adapter serves `series` >= `floor` for every pod of `name`, two reads
+    running."""
     deadline = time.monotonic() + 300
     last_step, streak = time.monotonic(), 0
     values: dict[str, float] = {}
     while True:
-        values = metric_values(kube, ns, series)
+        values = metric_values(kube, name, ns, series)
         low = min(values.values(), default=0.0)
         streak = streak + 1 if values and low >= floor else 0
         if streak >= 2:
@@ -167,7 +170,7 @@ def explain_hpa(kube: Kubectl, name: str, ns: str, series: str, load: realpods.L
                   for c in status.get("conditions", [])]
     return (f"HPA {name}: current/desired {status.get('currentReplicas')}/{status.get('desiredReplicas')}, "
             f"currentMetrics {json.dumps(status.get('currentMetrics'))}\n  " + "\n  ".join(conditions)
-            + f"\nadapter {series}: {metric_values(kube, ns, series)}"
+            + f"\nadapter {series}: {metric_values(kube, name, ns, series)}"
             + f"\nload: {load.workers} workers, ok/failed {load.snapshot()}")
 
 
