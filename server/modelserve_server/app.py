@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import uvicorn
 
+from modelserve_server.batching.scheduler import DEFAULT_INSTANCES
 from modelserve_server.errors import StartupError
 from modelserve_server.modelcheck import ModelInvalid, write_termination_message
 from modelserve_server.protocol.rest.app import create_asgi
@@ -63,7 +64,7 @@ class ServeOptions:
     intra_op_threads: int
     max_request_bytes: int
     drain_seconds: float
-    instances: int = 1  # batches of one model version that may run at once
+    instances: int = DEFAULT_INSTANCES  # batches of one model version that may run at once
     reuse_port: bool = False  # a worker of --workers N: the HTTP port is shared (SO_REUSEPORT)
     # Workers listen only once their models are loaded, so a shared port never hands a connection
     # to a worker that would answer 503 while another one already answers ready.

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from modelserve_contract import GRPC_PORT, HTTP_PORT
+from modelserve_server.batching.scheduler import DEFAULT_INSTANCES
 from modelserve_server.errors import StartupError
 from modelserve_server.parsing import ascii_uint
 
@@ -120,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--intra-op-threads", type=_non_negative_int, default=0, metavar="N",
                    help="ONNX Runtime intra-op threads per session; 0: the container's cgroup CPU limit, "
                    "or ONNX Runtime's choice when there is none (default 0)")
-    p.add_argument("--instances", type=_positive_int, default=1, metavar="N",
-                   help="batches of one model that may run at once (Triton's instance count) (default 1)")
+    p.add_argument("--instances", type=_positive_int, default=DEFAULT_INSTANCES, metavar="N",
+                   help="batches of one model that may run at once (Triton's instance count) "
+                   f"(default {DEFAULT_INSTANCES})")
     gpu = p.add_argument_group("GPU providers (CUDA, TensorRT)")
     gpu.add_argument("--trt-cache-dir", type=Path, default=None, metavar="DIR",
                      help="TensorRT engine and timing caches, in DIR/<model sha256>/<GPU>/<versions, "

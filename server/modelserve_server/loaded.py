@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from modelserve_server.batching.merge import merge, split
-from modelserve_server.batching.scheduler import BatchScheduler, Clock, Pending
+from modelserve_server.batching.scheduler import DEFAULT_INSTANCES, BatchScheduler, Clock, Pending
 from modelserve_server.metrics import Metrics
 from modelserve_server.model_info import ModelStats
 from modelserve_server.runtime.session import ModelSession
@@ -39,7 +39,7 @@ class LoadedModel:
         *,
         max_batch_size: int,
         max_delay_s: float,
-        instances: int = 1,
+        instances: int = DEFAULT_INSTANCES,
         clock: Clock | None = None,
     ) -> None:
         self.session = session

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from modelserve_server import __version__
-from modelserve_server.batching.scheduler import Clock
+from modelserve_server.batching.scheduler import DEFAULT_INSTANCES, Clock
 from modelserve_server.errors import InternalError, ModelserveError, NotReady
 from modelserve_server.loaded import LoadedModel
 from modelserve_server.metrics import Metrics
@@ -64,7 +64,7 @@ class InferenceService:
         max_batch_delay_ms: float = 2.0,
         metrics: Metrics | None = None,
         max_workers: int | None = None,
-        instances: int = 1,
+        instances: int = DEFAULT_INSTANCES,
         clock: Clock | None = None,
     ) -> None:
         if max_batch_size < 1:

@@ -39,6 +39,10 @@ from modelserve_server.errors import InternalError, ModelserveError
 P = TypeVar("P")
 R = TypeVar("R")
 
+DEFAULT_INSTANCES = 1
+"""Batches of one model that may run at once unless ``--instances`` says otherwise: one, because
+two have not yet been measured by a quiet ``make bench`` (see the module docstring)."""
+
 
 @dataclass(slots=True, eq=False)
 class Pending(Generic[P, R]):
@@ -96,7 +100,7 @@ class BatchScheduler(Generic[P, R]):
         max_batch_size: int,
         max_delay_s: float,
         batchable: bool,
-        instances: int = 1,
+        instances: int = DEFAULT_INSTANCES,
         clock: Clock | None = None,
     ) -> None:
         if max_batch_size < 1 or max_delay_s < 0 or instances < 1:
