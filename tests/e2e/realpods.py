@@ -71,7 +71,7 @@ SMALL = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "7
 """Requests of one real server pod: a 2-core node holds the operator, a client and several of these."""
 
 FIGURES: dict[str, float] = {}
-"""Durations measured by the real-pod tests, printed when the in-cluster operator fixture ends
+"""Durations and values measured by the real-pod tests, printed in pytest's terminal summary
 (bench/RESULTS.md quotes them)."""
 
 

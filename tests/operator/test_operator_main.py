@@ -3,8 +3,10 @@ and the client (a ServiceAccount token kubeconfig, as the e2e tests use)."""
 
 from __future__ import annotations
 
+import logging
 import pathlib
 import socket
+from collections.abc import Iterator
 
 import pytest
 import yaml
@@ -83,8 +85,22 @@ def test_owner_of_children_and_pods() -> None:
     assert owner_of({"metadata": {}}) is None
 
 
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """``main.run`` configures logging as the process would (kopf puts a handler on the root logger
+    bound to the sys.stderr of the moment, here capsys's). Put the loggers back afterwards: a handler
+    left on a closed capture stream made later tests' operator threads print "Logging error"."""
+    touched = [logging.getLogger(), logging.getLogger("asyncio")]
+    saved = [(lg, lg.handlers[:], lg.level, lg.propagate) for lg in touched]
+    yield
+    for lg, handlers, level, propagate in saved:
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate = propagate
+
+
 def test_a_taken_metrics_port_is_one_clear_line_and_exit_2(
-    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], restored_logging: None
 ) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump({
