@@ -87,8 +87,9 @@ def test_hpa_scales_up_under_load_and_down_after_without_a_failed_request(
 
     # 1. Load: the metric per pod well above its target; the HPA adds pods, and they serve. A closed
     #    loop's in-flight count is bounded by its workers and shrinks when the client side is slow (a
-    #    busy machine), so the load first ramps until the adapter itself serves twice the target: the
-    #    HPA's reason to scale is then a fact this test saw, not an assumption about the machine.
+    #    busy machine), so the load first ramps until the adapter itself serves twice the target, or
+    #    the HPA has already scaled on what it read (its reading is then the figure recorded): the
+    #    HPA's reason to scale is a value this test saw, not an assumption about the machine.
     with steady_load(url, body, workers=8) as load:
         step = time.monotonic()
         realpods.FIGURES[f"{metric}_metric_under_load"] = ramp_until_above(
